@@ -1,0 +1,34 @@
+"""Shared helpers for the benchmark scripts: timing and reference models."""
+from __future__ import annotations
+
+import gc
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall time in seconds of ``repeat`` calls (best-of reduces noise on a shared machine)."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def gpt2_small_shaped(seed: int = 0) -> nn.Module:
+    """12 transformer blocks' worth of GPT-2-small matrices as nn.Linear (85M parameters), random init.
+
+    Per block: 768→2304 (fused attention input), 768→768, 768→3072, 3072→768.  Names are neutral so that no walker
+    rule splits the fused matrix: hmu-diag and WeightWatcher see exactly the same 48 matrices.
+    """
+    torch.manual_seed(seed)
+    blocks = nn.ModuleList()
+    for _ in range(12):
+        blocks.append(nn.ModuleDict({"fa": nn.Linear(768, 2304), "fb": nn.Linear(768, 768),
+                                     "fc": nn.Linear(768, 3072), "fd": nn.Linear(3072, 768)}))
+    return nn.ModuleDict({"h": blocks})

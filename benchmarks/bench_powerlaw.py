@@ -1,0 +1,75 @@
+"""Speed of hmu_diag.fits.fit_power_law against powerlaw 2.0.0 (and WeightWatcher 0.7.7's WWFit), same run.
+
+For n = 1k, 4k, 16k and two kinds of data (a Pareto sample, alpha = 2.5, and the ESD of W^T W for a
+Student-t(3) matrix), prints the best-of-r wall time of ours and of the reference, their ratio, and whether
+the results agree (x_min identical, alpha and D to 1e-10 relative).  powerlaw at 16k takes several seconds
+per fit, so it runs once there.  Also times a 768-eigenvalue layer against its own eigendecomposition.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_powerlaw.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+import warnings
+
+import numpy as np
+
+from hmu_diag.fits.powerlaw import fit_power_law, fit_power_law_ww
+
+
+def best_of(fn, reps: int) -> tuple[float, object]:
+    best, out = np.inf, None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def datasets(n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(n)
+    W = rng.standard_t(3, (2 * n, n))
+    return {"pareto2.5": rng.pareto(1.5, n) + 1.0, "esd_t3": np.linalg.eigvalsh(W.T @ W)}
+
+
+def agree(a, b_xmin, b_alpha, b_D) -> bool:
+    return bool(a.xmin == b_xmin and abs(a.alpha - b_alpha) <= 1e-10 * abs(b_alpha) and abs(a.D - b_D) <= 1e-10 * b_D)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="n = 1k and 4k only")
+    args = ap.parse_args()
+    import powerlaw
+    from weightwatcher.WW_powerlaw import WWFit
+
+    sizes = (1000, 4000) if args.quick else (1000, 4000, 16000)
+    print(f"{'data':10s} {'n':>6s} {'ours ms':>9s} {'powerlaw s':>11s} {'ratio':>7s} {'agree':>6s}"
+          f" {'ours-ww ms':>10s} {'WWFit s':>8s} {'ratio':>7s} {'agree':>6s}")
+    for n in sizes:
+        for name, x in datasets(n).items():
+            reps_ref = 1 if n >= 16000 else 3
+            t_ours, ours = best_of(lambda: fit_power_law(x), 10)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t_ref, ref = best_of(lambda: powerlaw.Fit(x, parameter_ranges={"alpha": [1, 50]}, verbose=0), reps_ref)
+            t_ww_ours, ours_ww = best_of(lambda: fit_power_law_ww(x), 10)
+            with contextlib.redirect_stdout(io.StringIO()):
+                t_ww, ww = best_of(lambda: WWFit(x), reps_ref)
+            print(f"{name:10s} {n:6d} {t_ours * 1e3:9.2f} {t_ref:11.3f} {t_ref / t_ours:7.0f} "
+                  f"{str(agree(ours, ref.xmin, ref.alpha, ref.D)):>6s} {t_ww_ours * 1e3:10.2f} {t_ww:8.3f} "
+                  f"{t_ww / t_ww_ours:7.0f} {str(agree(ours_ww, ww.xmin, ww.alpha, ww.D)):>6s}")
+
+    # one 768 x 3072 layer: the fit against the eigendecomposition that produces its ESD
+    W = np.random.default_rng(0).standard_t(3, (3072, 768))
+    t_eig, ev = best_of(lambda: np.linalg.eigvalsh(W.T @ W), 5)
+    t_fit, _ = best_of(lambda: fit_power_law(ev), 20)
+    print(f"768x3072 layer: Gram + eigvalsh {t_eig * 1e3:.1f} ms, fit_power_law {t_fit * 1e3:.2f} ms "
+          f"({100 * t_fit / t_eig:.0f}% of the eigendecomposition)")
+
+
+if __name__ == "__main__":
+    main()

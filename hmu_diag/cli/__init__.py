@@ -1,0 +1,59 @@
+"""Command-line interface: ``hmu-diag <command> ...``.  Argument parsing only; every command calls the public API.
+
+Each command lives in ``hmu_diag/cli/<command>.py`` with ``add_parser(subparsers)`` and ``run(args) -> int``.
+Bad input ends with one line ``hmu-diag: error: <what and where>`` and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import HmuDiagError
+
+COMMANDS = ("analyze",)
+
+DESCRIPTION = """\
+Audit trained neural networks from the spectra of their matrices, without test data.
+
+Each weight matrix's empirical spectral density (eigenvalues of WᵀW) is fitted to a power law (its tail exponent
+alpha tracks training quality: ~2-4 well trained, >6 under-trained, <2 over-trained), to the Marchenko-Pastur law
+(random matrix) and to the high-temperature MP (HTMP) family, whose repulsion kappa explains heavy tails.
+"""
+
+EPILOG = """\
+examples:
+  hmu-diag analyze models_zoo/demo/digits_mlp.safetensors -o reports/demo
+  hmu-diag analyze checkpoint.pt --conv slices --format json -o out/
+  hmu-diag analyze shards/model.safetensors.index.json --dtype float32
+
+Run 'hmu-diag <command> --help' for the options of each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(prog="hmu-diag", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.add_parser(sub).set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hmu-diag`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except HmuDiagError as exc:
+        print(f"hmu-diag: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hmu-diag: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``hmu-diag analyze``: per-layer spectral metrics of one checkpoint (or a directory of them)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from ..output import FORMATS, write_layers, write_summary
+from ..pipeline import CONV_MODES, analyze
+from ..summary import summarize
+
+HELP = "analyse every weight matrix of a checkpoint: power-law, MP and HTMP fits per layer"
+
+EPILOG = """\
+what it writes:
+  OUTDIR/layers.<format>   one row per matrix: model, layer, kind, shape, status (ok / skipped: why / failed: why),
+                           alpha, D (KS distance), sigma, xmin, num_pl_spikes (tail size), log_norm,
+                           log_spectral_norm, alpha_weighted, stable_rank, entropy, rank_loss, dtype, warning,
+                           and the HTMP columns htmp_kappa (+CI), htmp_delta, htmp_pred_alpha, mp_D, phase ...
+  OUTDIR/summary.json      model-level means (embeddings excluded) and the options used
+
+examples:
+  hmu-diag analyze models_zoo/demo/digits_mlp.safetensors -o reports/demo
+  hmu-diag analyze model.pt --conv slices          # conv layers as WeightWatcher's pooled kernel slices
+  hmu-diag analyze ckpts/ --format parquet -o out  # every checkpoint in a directory, one model each
+  hmu-diag analyze untrusted.pt --trust-pickle     # only for files whose code you trust
+"""
+
+TABLE_COLUMNS = ["model", "layer", "kind", "shape", "alpha", "D", "num_pl_spikes", "htmp_kappa", "phase", "warning",
+                 "status"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``analyze``."""
+    p = subparsers.add_parser("analyze", help=HELP, description=HELP + ".", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="checkpoint (.pt/.pth/.bin/.ckpt, .safetensors, *.safetensors.index.json, "
+                                "TorchScript) or a directory of checkpoints")
+    p.add_argument("-o", "--outdir", default="reports/latest", help="output folder (default: %(default)s)")
+    p.add_argument("--format", choices=FORMATS, default="csv", help="per-layer table format (default: %(default)s)")
+    p.add_argument("--conv", choices=CONV_MODES, default="flat",
+                   help="conv kernels as one out × in·k matrix (flat, default) or as WeightWatcher's pooled "
+                        "per-position in × out slices (slices)")
+    p.add_argument("--min-evals", type=int, default=10, metavar="N",
+                   help="skip matrices with fewer than N eigenvalues (default: %(default)s)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="precision of the eigenvalues (default: %(default)s; float32 is faster)")
+    p.add_argument("--device", default="cpu", help="torch device for eigenvalues, e.g. cuda (default: %(default)s)")
+    p.add_argument("--no-htmp", dest="htmp", action="store_false", help="skip the MP and HTMP fits")
+    p.add_argument("--fix-fingers", choices=("xmin_peak", "clip_xmax"), default=None,
+                   help="WeightWatcher's corrections for outlier 'fingers' in the tail (default: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
+    return p
+
+
+def print_table(layers: pd.DataFrame, stream=sys.stdout) -> None:
+    """A readable per-layer table on ``stream``."""
+    cols = [c for c in TABLE_COLUMNS if c in layers]
+    if layers["model"].nunique() <= 1:
+        cols.remove("model")
+    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.max_colwidth", 40):
+        print(layers[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=stream)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse, write the tables, print a summary."""
+    layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
+                     htmp=args.htmp, fix_fingers=args.fix_fingers, seed=args.seed, trust_pickle=args.trust_pickle,
+                     progress=sys.stderr.isatty())
+    table = write_layers(layers, args.outdir, args.format)
+    summary = summarize(layers)
+    options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
+    summary_path = write_summary(summary, args.outdir, extra={"options": options})
+    print_table(layers)
+    print(f"\nwrote {table} and {summary_path}")
+    return 0

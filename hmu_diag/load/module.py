@@ -1,0 +1,102 @@
+"""In-memory sources: a ``torch.nn.Module`` or a (possibly nested) state dict, and the rules that find the
+weights inside a loaded checkpoint object.
+
+Finding the weights in a checkpoint object (:func:`records_from_object`):
+
+1. an ``nn.Module`` (e.g. a trusted ``torch.save(model)``): its ``state_dict()`` (parameters and persistent
+   buffers, in registration order), ``module_type`` = class name of the owning module, buffers flagged;
+2. a mapping with one of the keys ``state_dict``, ``model_state_dict``, ``model_state``, ``model``, ``module``,
+   ``net``, ``network`` (first found, in that order) whose value is a module or a mapping: recurse into it.
+   A Lightning checkpoint (has ``pytorch-lightning_version``) whose ``state_dict`` keys all start with
+   ``model.`` has that prefix removed, so names match the bare network;
+3. otherwise the mapping itself, flattened: nested mappings/lists join their keys with ``.``.
+
+Never weights (dropped with their whole subtree): keys ``optimizer``, ``optimizer_state``, ``optimizer_states``,
+``optimizer_state_dict``, ``optim``, ``lr_schedulers``, ``scheduler``, ``scaler``, ``callbacks``, any mapping
+shaped like an optimizer state dict (``state`` + ``param_groups``), and Adam/SGD moment tensors named
+``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``.
+
+Names: leading ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (``torch.compile``) are stripped, repeatedly.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+
+from hmu_diag.load.records import TensorRecord
+
+WEIGHT_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network")
+OPTIMIZER_KEYS = frozenset({"optimizer", "optimizer_state", "optimizer_states", "optimizer_state_dict", "optim",
+                            "lr_schedulers", "lr_scheduler", "scheduler", "scaler", "callbacks"})
+MOMENT_NAMES = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
+_WRAPPER_PREFIX = re.compile(r"^(?:module\.|_orig_mod\.)+")
+
+
+def clean_name(name: str) -> str:
+    """Strip leading ``module.`` / ``_orig_mod.`` wrapper prefixes (any number, any order)."""
+    return _WRAPPER_PREFIX.sub("", name)
+
+
+def records_from_module(model: torch.nn.Module) -> Iterator[TensorRecord]:
+    """Stream an ``nn.Module``'s state dict as CPU TensorRecords with the owning module's class name."""
+    owners = {name: type(mod).__name__ for name, mod in model.named_modules()}
+    buffers = {name for name, _ in model.named_buffers()}
+    for name, tensor in model.state_dict(keep_vars=False).items():
+        owner = name.rpartition(".")[0]
+        yield TensorRecord(clean_name(name), tensor.detach().cpu(), owners.get(owner), name in buffers)
+
+
+def _is_optimizer_state(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and "state" in obj and "param_groups" in obj
+
+
+def _flatten(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        if _is_optimizer_state(obj):
+            return
+        for key, value in obj.items():
+            key = str(key)
+            if key in OPTIMIZER_KEYS or key in MOMENT_NAMES:
+                continue
+            yield from _flatten(value, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _flatten(value, f"{prefix}.{i}" if prefix else str(i))
+
+
+def _is_lightning(obj: Mapping) -> bool:
+    return "pytorch-lightning_version" in obj or "lightning_version" in obj
+
+
+def _strip_common(names: list[str], prefix: str) -> bool:
+    return bool(names) and all(n.startswith(prefix) for n in names)
+
+
+def records_from_object(obj: Any) -> Iterator[TensorRecord]:
+    """Stream the weights found in a loaded checkpoint object (rules in the module docstring)."""
+    if isinstance(obj, torch.nn.Module):
+        yield from records_from_module(obj)
+        return
+    if isinstance(obj, Mapping):
+        for key in WEIGHT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, torch.nn.Module):
+                yield from records_from_module(inner)
+                return
+            pairs = list(_flatten(inner, "")) if isinstance(inner, Mapping) else []
+            if pairs:
+                if _is_lightning(obj) and _strip_common([n for n, _ in pairs], "model."):
+                    pairs = [(n[len("model."):], t) for n, t in pairs]
+                yield from _records(pairs)
+                return
+    yield from _records(_flatten(obj, ""))
+
+
+def _records(pairs: Any) -> Iterator[TensorRecord]:
+    for name, tensor in pairs:
+        yield TensorRecord(clean_name(name), tensor.detach().cpu(), None, False)

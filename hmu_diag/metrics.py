@@ -1,0 +1,103 @@
+"""One ESD → one row of named per-layer metrics.
+
+Column names follow WeightWatcher 0.7.7 where they mean the same thing (Martin & Mahoney, JMLR 2021; Martin, Peng &
+Mahoney, Nat. Commun. 2021).  With λ_i the eigenvalues (squared singular values, no rescaling) and α the fitted tail
+exponent:
+
+=====================  ========================================================================================
+column                 definition
+=====================  ========================================================================================
+N, M, Q, gamma         larger / smaller matrix dimension, Q = N/M ≥ 1, γ = M/N ≤ 1
+num_evals              number of eigenvalues in the ESD (B·M for B pooled matrices)
+rank_loss              eigenvalues ≤ zero_tol = λ_max·N·eps(dtype) (numerically zero; excluded from fits)
+dtype                  floating-point type the ESD was computed in
+lambda_max             λ_max (the squared spectral norm)
+log_norm               log10 Σ λ_i = log10 ‖W‖_F²
+log_spectral_norm      log10 λ_max
+stable_rank            Σ λ_i / λ_max
+entropy                matrix entropy −Σ p_i ln p_i / ln(rank), p_i = λ_i / Σ λ_j over non-zero λ (nan if rank ≤ 1)
+alpha                  power-law exponent of the ESD tail (Clauset-Shalizi-Newman; :mod:`hmu_diag.fits.powerlaw`)
+xmin, xmax, D, sigma   tail start, tail end, KS distance, standard error (α−1)/√n_tail
+p_value                bootstrap goodness-of-fit p (nan unless requested)
+num_pl_spikes          n_tail, the number of eigenvalues in the fitted tail
+alpha_weighted         α · log10 λ_max
+log_alpha_norm         log10 Σ λ_i^α
+warning                "under-trained" (α > 6), "over-trained" (α < 2), "" otherwise; "" when the fit failed
+fit_status             "ok" or "failed: <reason>"
+=====================  ========================================================================================
+
+With ``htmp=True`` the HTMP and Marchenko-Pastur columns of :func:`hmu_diag.htmp_metrics.htmp_metrics` are added.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.special import logsumexp
+
+from .fits.powerlaw import fit_power_law
+
+UNDER_TRAINED_ALPHA = 6.0
+OVER_TRAINED_ALPHA = 2.0
+
+
+def norm_metrics(evals: np.ndarray) -> dict[str, float]:
+    """Scale metrics of an ESD (all eigenvalues, zeros included): log_norm, log_spectral_norm, stable_rank, entropy."""
+    positive = evals[evals > 0]
+    total = float(positive.sum())
+    lam_max = float(evals[-1]) if evals.size else math.nan
+    if total <= 0 or not math.isfinite(total):
+        return {"lambda_max": lam_max, "log_norm": math.nan, "log_spectral_norm": math.nan,
+                "stable_rank": math.nan, "entropy": math.nan}
+    p = positive / total
+    rank = positive.size
+    entropy = float(-(p * np.log(p)).sum() / math.log(rank)) if rank > 1 else math.nan
+    return {"lambda_max": lam_max, "log_norm": math.log10(total), "log_spectral_norm": math.log10(lam_max),
+            "stable_rank": total / lam_max, "entropy": entropy}
+
+
+def alpha_metrics(alpha: float, evals: np.ndarray, lambda_max: float) -> dict[str, float]:
+    """Metrics that combine α with scale: alpha_weighted = α·log10 λ_max, log_alpha_norm = log10 Σ λ_i^α."""
+    positive = evals[evals > 0]
+    if not math.isfinite(alpha) or positive.size == 0:
+        return {"alpha_weighted": math.nan, "log_alpha_norm": math.nan}
+    return {"alpha_weighted": alpha * math.log10(lambda_max),
+            "log_alpha_norm": float(logsumexp(alpha * np.log(positive)) / math.log(10.0))}
+
+
+def training_warning(alpha: float) -> str:
+    """WeightWatcher's label from α alone: > 6 under-trained, < 2 over-trained (never for a failed fit)."""
+    if not math.isfinite(alpha):
+        return ""
+    if alpha > UNDER_TRAINED_ALPHA:
+        return "under-trained"
+    if alpha < OVER_TRAINED_ALPHA:
+        return "over-trained"
+    return ""
+
+
+def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: str = "float64",
+            xmax: float | None = None, fix_fingers: str | None = None, htmp: bool = True,
+            seed: int = 0) -> dict[str, Any]:
+    """Every per-layer metric of one ESD, as a flat dict (one table row).
+
+    Used alike for weight, Jacobian and Hessian spectra.  ``evals`` are all eigenvalues (any order); those ≤ ``zero_tol``
+    count as rank loss and are excluded from the power-law and HTMP fits.  ``N ≥ M`` are the matrix dimensions that
+    define γ = M/N for the MP/HTMP fits.
+    """
+    evals = np.sort(np.asarray(evals, dtype=np.float64))
+    fit_input = evals[evals > zero_tol]
+    row: dict[str, Any] = {"N": int(N), "M": int(M), "Q": N / M, "gamma": M / N, "num_evals": int(evals.size),
+                           "rank_loss": int(evals.size - fit_input.size), "dtype": dtype}
+    row.update(norm_metrics(evals))
+    fit = fit_power_law(fit_input, xmax=xmax, fix_fingers=fix_fingers)
+    row.update({"alpha": fit.alpha, "xmin": fit.xmin, "xmax": fit.xmax, "D": fit.D, "sigma": fit.sigma,
+                "p_value": fit.p_value, "num_pl_spikes": fit.n_tail, "num_fingers": fit.num_fingers,
+                "fit_status": fit.status})
+    row.update(alpha_metrics(fit.alpha, fit_input, row["lambda_max"]))
+    row["warning"] = training_warning(fit.alpha)
+    if htmp:
+        from .htmp_metrics import htmp_metrics
+        row.update(htmp_metrics(fit_input, M / N, alpha=fit.alpha, seed=seed))
+    return row

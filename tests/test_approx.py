@@ -1,0 +1,146 @@
+"""Approximate top eigenvalues (randomized block Krylov) against exact dense eigendecompositions (numpy eigvalsh of the
+Gram matrix), and the partial-spectrum power-law fit against powerlaw.Fit (powerlaw 2.0.0) on the full spectrum."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from hmu_diag.errors import OptionError
+from hmu_diag.spectra.approx import approx_top_eigenvalues
+
+
+def exact_top(w: np.ndarray, k: int) -> np.ndarray:
+    """Reference: the k largest eigenvalues of the smaller Gram matrix by LAPACK syevd in float64."""
+    w = w if w.shape[0] >= w.shape[1] else w.T
+    return np.linalg.eigvalsh(w.T @ w)[-k:]
+
+
+@pytest.fixture(scope="module")
+def heavy() -> np.ndarray:
+    """Student-t(3) entries: a heavy-tailed ESD (a few large spikes above an MP-like bulk)."""
+    return np.random.default_rng(1).standard_t(3, size=(2000, 600))
+
+
+@pytest.fixture(scope="module")
+def noise() -> np.ndarray:
+    """Gaussian entries: a flat Marchenko-Pastur bulk, the slowest case for Krylov methods."""
+    return np.random.default_rng(2).standard_normal((2000, 600))
+
+
+def relative_errors(approx: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    return np.abs(approx - exact) / exact
+
+
+def test_heavy_tailed_top_is_accurate_and_never_above_the_exact_values(heavy):
+    k = 60
+    exact = exact_top(heavy, k)
+    approx = approx_top_eigenvalues(heavy, k, dtype="float64")
+    assert approx.shape == (k,) and approx.dtype == np.float64 and np.all(np.diff(approx) >= 0)
+    err = relative_errors(approx, exact)
+    assert err.max() < 1e-3  # measured 5e-5, at the k-th value
+    assert err[-10:].max() < 1e-5 and err[-1] < 1e-12  # the separated top converges fastest (measured 1e-7, 8e-15)
+    assert np.all(approx <= exact * (1 + 1e-12))  # Ritz values are lower bounds (interlacing)
+
+
+def test_flat_bulk_error_shrinks_with_iterations(noise):
+    k = 40
+    exact = exact_top(noise, k)
+    errors = [relative_errors(approx_top_eigenvalues(noise, k, n_iter=q, dtype="float64"), exact).max()
+              for q in (1, 3, 6)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 2e-2  # measured 5e-3: the hardest case (no spectral gap)
+
+
+def test_float32_matches_float64(heavy):
+    a32 = approx_top_eigenvalues(heavy, 30, dtype="float32")
+    a64 = approx_top_eigenvalues(heavy, 30, dtype="float64")
+    assert relative_errors(a32, a64).max() < 1e-4
+
+
+def test_orientation_numpy_torch_and_seed(heavy):
+    a = approx_top_eigenvalues(heavy, 20, dtype="float64", seed=3)
+    # the transposed matrix (another memory layout, so other BLAS rounding) has the same spectrum
+    assert np.allclose(a, approx_top_eigenvalues(heavy.T.copy(), 20, dtype="float64", seed=3), rtol=1e-12, atol=0)
+    assert np.array_equal(a, approx_top_eigenvalues(torch.from_numpy(heavy), 20, dtype="float64", seed=3))
+    assert np.array_equal(a, approx_top_eigenvalues(heavy, 20, dtype="float64", seed=3))  # deterministic
+    b = approx_top_eigenvalues(heavy, 20, dtype="float64", seed=4)
+    assert not np.array_equal(a, b) and relative_errors(a, b).max() < 1e-2  # measured 2e-3 (at the k-th value)
+
+
+def test_half_precision_input(heavy):
+    w = torch.from_numpy(heavy[:, :200]).to(torch.bfloat16)
+    exact = exact_top(w.double().numpy(), 10)  # the matrix actually stored, in float64
+    assert relative_errors(approx_top_eigenvalues(w, 10, dtype="float64"), exact).max() < 1e-4  # measured 1e-5
+
+
+def test_small_matrices_fall_back_to_the_exact_spectrum():
+    w = np.random.default_rng(5).standard_normal((300, 100))
+    # (k + oversample)(n_iter + 1) >= M: the Krylov space would be all of range(W)
+    assert np.allclose(approx_top_eigenvalues(w, 20, dtype="float64"), exact_top(w, 20), rtol=1e-12)
+    assert np.allclose(approx_top_eigenvalues(w, 100, dtype="float64"), exact_top(w, 100), rtol=1e-10)
+
+
+@pytest.mark.parametrize("k", [0, 601])
+def test_k_out_of_range_is_an_option_error(heavy, k):
+    with pytest.raises(OptionError, match=f"k={k}"):
+        approx_top_eigenvalues(heavy, k)
+
+
+def test_bad_shapes_and_dtypes_are_option_errors(heavy):
+    with pytest.raises(OptionError, match="2-D"):
+        approx_top_eigenvalues(np.zeros((2, 3, 4)), 1)
+    with pytest.raises(OptionError, match="dtype"):
+        approx_top_eigenvalues(heavy, 5, dtype="int8")
+    with pytest.raises(OptionError, match="n_iter"):
+        approx_top_eigenvalues(heavy, 5, n_iter=-1)
+
+
+# ------------------------------------------------------------------ power-law fits on a partial spectrum
+
+@pytest.fixture(scope="module")
+def tailed() -> tuple[np.ndarray, np.ndarray]:
+    """A 2500 x 800 Student-t(2.5) matrix and its exact ESD (800 eigenvalues, float64)."""
+    w = np.random.default_rng(2).standard_t(2.5, size=(2500, 800))
+    return w, np.linalg.eigvalsh(w.T @ w)
+
+
+def powerlaw_fit(x: np.ndarray):
+    """Reference: powerlaw 2.0.0 with the alpha range of hmu-diag's default (no cap at 3)."""
+    powerlaw = pytest.importorskip("powerlaw")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return powerlaw.Fit(x, parameter_ranges={"alpha": [1.0, 50.0]}, verbose=False)
+
+
+def test_top_k_fit_equals_full_fit_when_xmin_is_inside_the_top_k(tailed):
+    w, evals = tailed
+    k = 80
+    full = powerlaw_fit(evals)
+    n_tail = int(np.count_nonzero(evals >= full.xmin))
+    assert n_tail <= k - 2  # precondition of the property: the exact x_min lies within the top k
+    exact_top_k = powerlaw_fit(evals[-k:])
+    assert exact_top_k.xmin == full.xmin
+    assert exact_top_k.alpha == pytest.approx(full.alpha, rel=1e-12)
+    assert exact_top_k.D == pytest.approx(full.D, rel=1e-12)
+    # the same with the approximate top k: x_min is the same eigenvalue (to the approximation error), alpha close
+    approx = powerlaw_fit(approx_top_eigenvalues(w, k, dtype="float32"))
+    assert approx.xmin == pytest.approx(full.xmin, rel=1e-3)
+    assert abs(approx.alpha - full.alpha) < 1e-3  # measured 4e-6
+
+
+def test_hmu_fitter_on_the_top_k_matches_its_full_fit(tailed):
+    from hmu_diag.fits.powerlaw import fit_power_law
+
+    w, evals = tailed
+    k = 80
+    full = fit_power_law(evals)
+    assert full.status == "ok" and full.n_tail <= k - 2
+    top = fit_power_law(evals[-k:])
+    assert (top.xmin, top.n_tail) == (full.xmin, full.n_tail)
+    assert top.alpha == pytest.approx(full.alpha, rel=1e-12) and top.D == pytest.approx(full.D, rel=1e-12)
+    assert top.n == k and full.n == evals.size  # n counts what was passed: report the full M separately
+    approx = fit_power_law(approx_top_eigenvalues(w, k))
+    assert approx.n_tail == full.n_tail and abs(approx.alpha - full.alpha) < 1e-3

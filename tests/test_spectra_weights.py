@@ -1,0 +1,60 @@
+"""Weight ESDs against exact dense references (LAPACK SVD of the same matrix)."""
+import numpy as np
+import pytest
+import torch
+
+from hmu_diag.errors import OptionError
+from hmu_diag.spectra import weights
+from hmu_diag.spectra.weights import weight_spectrum
+
+
+def svd_evals(w: torch.Tensor) -> np.ndarray:
+    return np.sort(np.linalg.svd(w.double().numpy(), compute_uv=False) ** 2)
+
+
+@pytest.mark.parametrize("shape", [(300, 100), (100, 300), (64, 64)])
+def test_eigenvalues_are_squared_singular_values(shape):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    s = weight_spectrum(w)
+    ref = svd_evals(w)
+    assert s.N == max(shape) and s.M == min(shape) and s.n_matrices == 1
+    assert s.evals.shape == ref.shape and np.all(np.diff(s.evals) >= 0)
+    np.testing.assert_allclose(s.evals, ref, rtol=1e-10, atol=1e-10 * ref.max())
+    assert s.dtype == "float64" and s.gamma == pytest.approx(min(shape) / max(shape))
+
+
+def test_blocked_gram_of_tall_matrix_matches_dense(monkeypatch):
+    monkeypatch.setattr(weights, "_GRAM_BLOCK_ROWS", 97)  # force many uneven row blocks
+    w = torch.randn(1000, 40, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(weight_spectrum(w).evals, svd_evals(w), rtol=1e-10)
+    np.testing.assert_allclose(weight_spectrum(w.T.contiguous()).evals, svd_evals(w), rtol=1e-10)
+
+
+def test_batch_pools_all_slices():
+    g = torch.Generator().manual_seed(2)
+    batch = torch.randn(9, 20, 30, generator=g)
+    s = weight_spectrum(batch)
+    ref = np.sort(np.concatenate([svd_evals(m) for m in batch]))
+    assert s.n_matrices == 9 and s.evals.size == 9 * 20
+    np.testing.assert_allclose(s.evals, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_is_close_and_labelled():
+    w = torch.randn(200, 80, generator=torch.Generator().manual_seed(3))
+    s32 = weight_spectrum(w, dtype="float32")
+    assert s32.dtype == "float32"
+    np.testing.assert_allclose(s32.evals, svd_evals(w), rtol=1e-4, atol=1e-5 * s32.evals[-1])
+
+
+def test_rank_loss_counts_numerical_zeros():
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(50, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 30, generator=g, dtype=torch.float64)
+    s = weight_spectrum(w)
+    assert s.rank_loss == 25
+    assert s.nonzero.size == 5
+    np.testing.assert_allclose(s.nonzero, svd_evals(w)[-5:], rtol=1e-10)
+
+
+def test_bad_dtype_is_a_clear_error():
+    with pytest.raises(OptionError, match="float16"):
+        weight_spectrum(torch.ones(3, 3), dtype="float16")
