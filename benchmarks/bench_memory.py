@@ -8,14 +8,15 @@ RssFile) and reports ru_maxrss at exit:
                   (``weight_spectrum``): the least any tool that analyses that matrix must hold;
 * ``analyze``   — ``hmu_diag.analyze(index_json, **options)`` on the whole checkpoint.
 
-The claim checked (WeightWatcher research §6 item 6, target "≤ 2× the largest matrix"): the memory ``analyze`` adds on
-top of the baseline grows with the largest matrix, not with the checkpoint, i.e.
+The claims checked (WeightWatcher research §6 item 6, target "≤ 2× the largest matrix"): the memory ``analyze`` adds on
+top of the baseline grows with the largest matrix (or shard), not with the checkpoint:
 
-    peak_anon(analyze) − peak_anon(baseline)  ≤  2 × bytes(largest matrix as stored)   and  ≪ total checkpoint bytes.
+    peak_anon(analyze) − peak_anon(baseline)  ≤  2 × bytes(largest matrix as stored)            (anonymous memory)
+    ru_maxrss(analyze) − ru_maxrss(baseline)  ≤  bytes(largest shard) + 2 × bytes(largest matrix)  (what `time -v` shows)
 
-Anonymous memory (RssAnon: tensors, numpy arrays, heap) is the honest measure: file-backed pages of memory-mapped
-shards (RssFile) are clean page cache the kernel drops under pressure; both are reported, and ru_maxrss (their sum at
-the peak) too.  WeightWatcher is not run here: it skips matrices with more than 50,000 rows, i.e. most of this
+Anonymous memory (RssAnon: tensors, numpy arrays, heap) is what can exhaust RAM; file-backed pages of memory-mapped
+shards (RssFile) are clean page cache the kernel can drop, but they count in ru_maxrss (and in a container's memory
+accounting) for as long as a shard stays mapped, so both are reported.  WeightWatcher is not run here: it skips matrices with more than 50,000 rows, i.e. most of this
 checkpoint (§3 of the research notes has its measured 5× per-matrix footprint).
 
     python benchmarks/bench_memory.py                    # makes /tmp/hmu_bench/ckpt-2.5gb once (~2.5 GB), then runs
@@ -80,7 +81,7 @@ def child(mode: str, index: Path, options: dict) -> None:
     if mode == "largest":
         from safetensors import safe_open
         from hmu_diag.spectra.weights import weight_spectrum
-        _, _, name, shard = checkpoint_sizes(index)
+        _, _, name, shard, _ = checkpoint_sizes(index)
         with safe_open(str(index.parent / shard), framework="pt") as handle:
             w = handle.get_tensor(name)
         info["evals"] = int(weight_spectrum(w, dtype=options.get("dtype", "float64")).evals.size)
@@ -96,12 +97,15 @@ def child(mode: str, index: Path, options: dict) -> None:
 
 # ---------------------------------------------------------------------------------------- in the parent
 
-def checkpoint_sizes(index: Path) -> tuple[int, int, str, str]:
-    """(bytes of all shard files, bytes of the largest 2-D tensor, its name, its shard), from the headers only."""
+def checkpoint_sizes(index: Path) -> tuple[int, int, str, str, int]:
+    """(bytes of all shard files, bytes of the largest 2-D tensor, its name, its shard, bytes of the largest shard),
+    from the headers only."""
     import struct
-    total, largest, name, where = 0, 0, "", ""
+    total, largest, name, where, biggest_shard = 0, 0, "", "", 0
     for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-        total += (index.parent / shard).stat().st_size
+        size = (index.parent / shard).stat().st_size
+        total += size
+        biggest_shard = max(biggest_shard, size)
         with open(index.parent / shard, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             header = json.loads(handle.read(length))
@@ -110,7 +114,7 @@ def checkpoint_sizes(index: Path) -> tuple[int, int, str, str]:
                 size = meta["data_offsets"][1] - meta["data_offsets"][0]
                 if size > largest:
                     largest, name, where = size, tensor, shard
-    return total, largest, name, where
+    return total, largest, name, where, biggest_shard
 
 
 def measure(mode: str, index: Path, options: dict) -> dict:
@@ -149,24 +153,28 @@ def main() -> int:
         print(f"making {args.folder} ({args.size_gb} GB) ...", flush=True)
         subprocess.run([sys.executable, str(HERE / "make_sharded_checkpoint.py"), str(args.folder),
                         "--size-gb", str(args.size_gb)], check=True, stdout=subprocess.DEVNULL)
-    total, largest, largest_name, _ = checkpoint_sizes(index)
+    total, largest, largest_name, _, shard = checkpoint_sizes(index)
     results = {mode: measure(mode, index, options) for mode in ("baseline", "largest", "analyze")}
     mib = 1 << 20
     base = results["baseline"]
-    print(f"checkpoint {index}: {total / mib:,.0f} MiB in shards; largest matrix {largest_name} {largest / mib:,.0f} "
-          f"MiB; analyze options {options}")
+    print(f"checkpoint {index}: {total / mib:,.0f} MiB in shards (largest shard {shard / mib:,.0f} MiB); largest "
+          f"matrix {largest_name} {largest / mib:,.0f} MiB; analyze options {options}")
     print(f"{'run':10s} {'seconds':>8s} {'ru_maxrss':>10s} {'peak anon':>10s} {'peak file':>10s} "
           f"{'anon-base':>10s} {'/largest':>9s} {'/total':>7s}   (MiB)")
     for mode, r in results.items():
         extra = r["RssAnon"] - base["RssAnon"]
         print(f"{mode:10s} {r['seconds']:8.1f} {r['ru_maxrss'] / mib:10.0f} {r['RssAnon'] / mib:10.0f} "
               f"{r['RssFile'] / mib:10.0f} {extra / mib:10.0f} {extra / largest:9.2f} {extra / total:7.3f}")
-    extra = results["analyze"]["RssAnon"] - base["RssAnon"]
+    anon = results["analyze"]["RssAnon"] - base["RssAnon"]
+    rss = results["analyze"]["ru_maxrss"] - base["ru_maxrss"]
     print(f"analyze: {results['analyze'].get('rows')} rows, status {results['analyze'].get('status')}")
-    verdict = "holds" if extra <= 2 * largest else "VIOLATED"
-    print(f"bound peak_anon(analyze) - peak_anon(baseline) <= 2 x largest matrix: {extra / mib:,.0f} MiB vs "
-          f"{2 * largest / mib:,.0f} MiB -> {verdict}; that is {extra / total:.1%} of the checkpoint")
-    return 0 if extra <= 2 * largest else 1
+    bounds = [("peak anon - baseline", anon, 2 * largest, "2 x largest matrix"),
+              ("ru_maxrss - baseline", rss, shard + 2 * largest, "largest shard + 2 x largest matrix")]
+    for label, value, bound, name in bounds:
+        verdict = "holds" if value <= bound else "VIOLATED"
+        print(f"{label:22s} {value / mib:8,.0f} MiB <= {name} ({bound / mib:,.0f} MiB): {verdict}; "
+              f"{value / total:.1%} of the checkpoint")
+    return 0 if all(value <= bound for _, value, bound, _ in bounds) else 1
 
 
 if __name__ == "__main__":

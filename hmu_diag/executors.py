@@ -1,20 +1,22 @@
 """Run one function over many tasks — in-process, on a local process pool, or on a Dask cluster — with one contract.
 
 :func:`run_tasks` applies a picklable top-level function to every task and returns the results **in task order**; the
-list is the same whichever executor ran it.  A task that raises does not stop the run: its slot holds a
-:class:`TaskFailure` (the exception type, message and formatted traceback), and every other task still runs.  A local
-worker process that dies (killed, out of memory, a segfault in native code) turns the tasks it took down into
-``TaskFailure(error_type="BrokenProcessPool", ...)``; the remaining tasks are resubmitted to a fresh pool, so one
-crashing layer cannot lose the results of the others.
+list is the same whichever executor ran it (bit for bit when each task runs with the same number of BLAS threads).
+A task that raises does not stop the run: its slot holds a :class:`TaskFailure` (the exception type, message and
+formatted traceback), and every other task still runs.  When a local worker process dies (killed, out of memory, a
+segfault in native code) the pool breaks and every task in flight is lost; those tasks are rerun one at a time in a
+fresh single-worker pool, so only the task that kills its worker again gets
+``TaskFailure(error_type="BrokenProcessPool", ...)``, and the rest of the run continues on a new pool.
 
 Executors
 ---------
 ``"serial"``  in this process, one task after another (the reference; no pickling).
 ``"local"``   a ``concurrent.futures.ProcessPoolExecutor`` with a ``forkserver`` (Linux) or ``spawn`` context — never
               ``fork``, which is unsafe once torch has started its thread pools.  Each worker caps its BLAS/OpenMP and
-              torch intra-op threads to ``max(1, cores // n_jobs)`` so ``n_jobs × threads ≤ cores`` (no
-              oversubscription).  At most ``2·n_jobs`` tasks are in flight, so a lazy iterator of tasks (e.g. layer
-              matrices streamed from a checkpoint) is consumed as workers free up and memory stays bounded.
+              torch intra-op threads to ``max(1, cores // n_jobs)`` (joblib's rule) so ``n_jobs × threads ≤ cores``
+              (no oversubscription; ``threads_per_worker`` overrides it).  At most ``2·n_jobs`` tasks are in flight, so
+              a lazy iterator of tasks (e.g. layer matrices streamed from a checkpoint) is consumed as workers free up
+              and memory stays bounded.
 ``"dask"``    an existing Dask distributed cluster: ``scheduler`` is its address (``"tcp://host:8786"``; a client is
               opened and closed here) or a ``distributed.Client`` (left open).  Also at most ``2·n_workers`` tasks in
               flight; results are gathered back into task order.
@@ -105,7 +107,7 @@ def _check_n_jobs(n_jobs: int | None) -> int:
 
 
 def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], *, executor: str = "local", n_jobs: int | None = None,
-              scheduler: Any = None, progress: bool = False,
+              threads_per_worker: int | None = None, scheduler: Any = None, progress: bool = False,
               on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
     """Apply ``fn`` to every task; return the results in task order (a :class:`TaskFailure` where a task raised).
 
@@ -115,6 +117,9 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], *, executor: str =
     tasks : any iterable of picklable tasks; consumed lazily (at most ``2·workers`` in flight).
     executor : "local" (process pool, default), "serial" (this process) or "dask" (a distributed cluster).
     n_jobs : worker processes for "local" (default: every available core); ignored by the others.
+    threads_per_worker : BLAS/OpenMP/torch threads of each "local" worker (default ``max(1, cores // n_jobs)``).
+        Results are bit-identical across executors only when each task runs with the same number of threads as in
+        the serial run (multi-threaded BLAS reductions sum in a different order); otherwise they agree to rounding.
     scheduler : for "dask", the scheduler address or a ``distributed.Client``; default the current client.
     progress : show a tqdm bar on stderr (only when stderr is a terminal).
     on_result : called in this process as ``on_result(index, result)`` as each task finishes (completion order),
@@ -142,7 +147,11 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], *, executor: str =
             for index, task in enumerate(tasks):
                 record(index, call_task(fn, task, index))
         elif executor == "local":
-            _run_local(fn, enumerate(tasks), _check_n_jobs(n_jobs), record)
+            jobs = _check_n_jobs(n_jobs)
+            threads = max(1, available_cores() // jobs) if threads_per_worker is None else int(threads_per_worker)
+            if threads < 1:
+                raise OptionError(f"threads_per_worker={threads_per_worker}: must be at least 1")
+            _run_local(fn, enumerate(tasks), jobs, threads, record)
         else:
             _run_dask(fn, enumerate(tasks), scheduler, record)
     finally:
@@ -164,10 +173,9 @@ def _pool_context() -> Any:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _run_local(fn: Callable[[Any], Any], tasks: Iterator[tuple[int, Any]], n_jobs: int,
+def _run_local(fn: Callable[[Any], Any], tasks: Iterator[tuple[int, Any]], n_jobs: int, threads: int,
                record: Callable[[int, Any], None]) -> None:
     """Run on process pools; after a worker dies, rerun each task it may have held alone to find the culprit."""
-    threads = max(1, available_cores() // n_jobs)
     while True:
         suspects = _run_pool(fn, tasks, n_jobs, threads, record)
         if not suspects:

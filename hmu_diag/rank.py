@@ -42,6 +42,7 @@ from .summary import summarize
 DEFAULT_SCORE = "alpha_weighted"
 OVERALL = "(all)"
 MIN_MODELS = 3   # fewer models give no meaningful rank correlation
+SMALL_ESD = 50   # fewer eigenvalues give a noisy alpha (htsr_literature §4.8: NC 2021 and TempBalance use >= 50)
 
 #: Model-level metric → (expected direction, meaning).  Direction −1: lower values should mean higher accuracy;
 #: +1 higher; 0 no direction fixed in advance (reported, never chosen as "best").
@@ -57,8 +58,9 @@ METRICS: dict[str, tuple[int, str]] = {
     "stable_rank": (-1, "mean ‖W‖_F²/λ_max (lower: a few directions dominate)"),
     "entropy": (-1, "mean matrix entropy (lower: less random-like)"),
     "D": (0, "mean KS distance of the power-law fits"),
-    "htmp_kappa": (-1, "mean HTMP repulsion κ (smaller = heavier tail)"),
-    "htmp_log_kappa": (-1, "mean log10 HTMP κ"),
+    "htmp_kappa": (-1, "median HTMP repulsion κ (smaller = heavier tail; ∞ = Marchenko-Pastur)"),
+    "htmp_log_kappa": (-1, "mean log10 HTMP κ over layers with finite κ"),
+    "frac_mp_like": (-1, "fraction of layers whose HTMP κ is ∞ (indistinguishable from Marchenko-Pastur)"),
     "frac_under-trained": (-1, "fraction of layers with α > 6 (WeightWatcher's 'under-trained')"),
     "frac_over-trained": (0, "fraction of layers with α < 2 (WeightWatcher's 'over-trained')"),
 }
@@ -158,8 +160,9 @@ def _records_frame(data: Any) -> pd.DataFrame:
 
 def model_metrics(layers: pd.DataFrame, *, exclude_kinds: Iterable[str] = ("embedding",)) -> pd.DataFrame:
     """One row per model: the columns of :func:`hmu_diag.summary.summarize` (means of α, α̂, norms …) plus, when the
-    layer table has them, the mean ``alpha_excess`` and ``frac_random_like`` (random baseline), mean ``htmp_kappa`` and
-    ``htmp_log_kappa``, the mean of every other numeric ``htmp_*``/``mp_*`` column, and ``frac_phase_<phase>``.
+    layer table has them, the mean ``alpha_excess`` and ``frac_random_like`` (random baseline), the median ``htmp_kappa``,
+    the mean ``htmp_log_kappa`` (finite κ) and ``frac_mp_like`` (κ = ∞), the mean of every other numeric
+    ``htmp_*``/``mp_*`` column (finite values), and ``frac_phase_<phase>``.
 
     Only weight-matrix rows (``source == "weights"``) with a successful fit count; ``exclude_kinds`` are left out.
     """
@@ -173,13 +176,17 @@ def model_metrics(layers: pd.DataFrame, *, exclude_kinds: Iterable[str] = ("embe
     if "alpha_excess" in used:
         extra["alpha_excess"] = by_model["alpha_excess"].mean()
         extra["frac_random_like"] = by_model["random_like"].apply(lambda s: s.dropna().astype(float).mean())
+    for col in used.columns:
+        if (col.startswith(("htmp_", "mp_")) and not col.endswith(("_lo", "_hi"))
+                and pd.api.types.is_numeric_dtype(used[col])):
+            finite = used[col].where(np.isfinite(used[col].astype(float)))
+            extra[col] = finite.groupby(used["model"], sort=False).mean()
     if "htmp_kappa" in used:
         kappa = pd.to_numeric(used["htmp_kappa"], errors="coerce")
-        extra["htmp_log_kappa"] = np.log10(kappa.where(kappa > 0)).groupby(used["model"], sort=False).mean()
-    for col in used.columns:
-        if (col.startswith(("htmp_", "mp_")) and not col.endswith(("_lo", "_hi", "_status"))
-                and pd.api.types.is_numeric_dtype(used[col])):
-            extra[col] = by_model[col].mean()
+        extra["htmp_kappa"] = kappa.groupby(used["model"], sort=False).median()
+        finite = kappa.where(np.isfinite(kappa) & (kappa > 0))
+        extra["htmp_log_kappa"] = np.log10(finite).groupby(used["model"], sort=False).mean()
+        extra["frac_mp_like"] = kappa.eq(np.inf).where(kappa.notna()).groupby(used["model"], sort=False).mean()
     if "phase" in used:
         phases = pd.crosstab(used["model"], used["phase"].fillna("unknown"), normalize="index")
         for phase in phases.columns:
@@ -338,6 +345,18 @@ def _architecture_warnings(layers: pd.DataFrame, models: pd.DataFrame, exclude_k
                             "unreliable (Martin et al. 2021).")
 
 
+def _small_layer_warning(layers: pd.DataFrame, exclude_kinds, warnings: list[str]) -> None:
+    if "num_evals" not in layers:
+        return
+    used = layers[layers["status"].astype(str).eq("ok") & ~layers["kind"].isin(tuple(exclude_kinds))]
+    small = used[pd.to_numeric(used["num_evals"], errors="coerce") < SMALL_ESD]
+    if len(small):
+        names = sorted(set(small["layer"].astype(str)))
+        warnings.append(f"{len(small)} of the {len(used)} fitted layers have fewer than {SMALL_ESD} eigenvalues "
+                        f"({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}); their alpha is noisy and enters "
+                        "the model means with full weight.")
+
+
 def _scale_collapse_warning(models: pd.DataFrame, warnings: list[str]) -> None:
     stat = correlation_stats(models["alpha_weighted"], models["alpha"]) if "alpha" in models else {"tau": math.nan}
     if stat["tau"] < 0:
@@ -388,6 +407,7 @@ def rank(sources_or_tables: Any, *, manifest: str | Path | pd.DataFrame | dict |
         scored = models[models["accuracy"].notna()]
         correlations = metric_correlations(scored)
     _architecture_warnings(layers, models, exclude_kinds, warnings)
+    _small_layer_warning(layers, exclude_kinds, warnings)
     _scale_collapse_warning(models, warnings)
     models = models.sort_values(["rank", "score"], na_position="last", kind="stable")
     best = best_metrics(correlations) if not correlations.empty else best_metrics(

@@ -101,9 +101,8 @@ def load(name: str) -> Dataset:
     x = table[:, :-1] / np.float32(source.scale)
     y = table[:, -1].astype(np.int64)
     tr, ho = stratified_split(y, source.heldout_fraction, SPLIT_SEED)
-    as_x, as_y = torch.from_numpy, torch.from_numpy
-    return Dataset(name, as_x(np.ascontiguousarray(x[tr])), as_y(y[tr]), as_x(np.ascontiguousarray(x[ho])),
-                   as_y(y[ho]), int(y.max()) + 1)
+    t = torch.from_numpy
+    return Dataset(name, t(x[tr]), t(y[tr]), t(x[ho]), t(y[ho]), int(y.max()) + 1)
 
 
 def stratified_subset(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:

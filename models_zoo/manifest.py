@@ -5,6 +5,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 from safetensors.torch import load_file
 
 from hmu_diag.errors import CheckpointError
@@ -39,3 +40,14 @@ def load_model(folder: str | Path, entry: dict) -> MLP:
     model = mlp(entry["hyperparameters"]["widths"])
     model.load_state_dict(load_file(Path(folder) / entry["file"]), strict=True)
     return model.eval()
+
+
+def family_table(folder: str | Path) -> pd.DataFrame:
+    """One row per model of a family folder: name, the varied hyper-parameters, epochs, n_train, n_params,
+    train_accuracy, heldout_accuracy (fractions)."""
+    manifest = read_manifest(folder)
+    rows = [{"model": e["name"], **{k: e["hyperparameters"][k] for k in manifest["varied"]},
+             "epochs": e["epochs"], "n_train": e["n_train"], "n_params": e["n_params"],
+             "train_accuracy": e["train_accuracy"], "heldout_accuracy": e["heldout_accuracy"]}
+            for e in manifest["models"]]
+    return pd.DataFrame(rows)

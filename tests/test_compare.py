@@ -37,7 +37,7 @@ def pair():
 
 def test_compare_aligns_layers_and_judges_them(pair):
     a, b = pair
-    out = compare(a, b, htmp=False)
+    out = compare(a, b)
     by_layer = out.set_index("layer")
     assert by_layer.loc["0", "match"] == "matched" and by_layer.loc["1", "match"] == "matched"
     assert by_layer.loc["2", "match"] == "shape differs" and by_layer.loc["3", "match"] == "only in B"
@@ -47,11 +47,14 @@ def test_compare_aligns_layers_and_judges_them(pair):
     assert {"delta_alpha", "delta_log_norm", "delta_alpha_weighted"} <= set(deltas)
     assert (by_layer.loc["0", deltas].dropna() == 0).all() and by_layer.loc["0", "verdict"] == "same"
     # recompute z from the two per-layer tables
-    ta = analyze(a, htmp=False).set_index("layer")
-    tb = analyze(b, htmp=False).set_index("layer")
+    ta = analyze(a).set_index("layer")
+    tb = analyze(b).set_index("layer")
     z = (tb.loc["1", "alpha"] - ta.loc["1", "alpha"]) / np.hypot(ta.loc["1", "sigma"], tb.loc["1", "sigma"])
     assert by_layer.loc["1", "alpha_z"] == pytest.approx(z)
     assert z < -2 and by_layer.loc["1", "verdict"] == "better"
+    # HTMP: the heavy-tailed layer's kappa interval lies entirely below the random layer's
+    assert tb.loc["1", "htmp_kappa_hi"] < ta.loc["1", "htmp_kappa_lo"]
+    assert by_layer.loc["1", "verdict_kappa"] == "better" and by_layer.loc["0", "verdict_kappa"] == "same"
     assert by_layer.loc["1", "delta_alpha"] == pytest.approx(tb.loc["1", "alpha"] - ta.loc["1", "alpha"])
     # matched rows first, most different first; unmatched have no verdict
     assert list(out["layer"][:2]) == ["1", "0"]
@@ -62,7 +65,7 @@ def test_compare_aligns_layers_and_judges_them(pair):
     assert set(out.loc[out["match"] == "only in B", "layer"]) == {"3", "3.bias"}     # skipped rows align too
     assert counts["n/a"] == 2                                                         # the two matched biases
     # swapping the roles flips the verdict
-    assert compare(b, a, htmp=False).set_index("layer").loc["1", "verdict"] == "worse"
+    assert compare(b, a).set_index("layer").loc["1", "verdict"] == "worse"
 
 
 def _kappa_table(kappa, lo, hi, alpha, sigma, model):

@@ -109,6 +109,7 @@ def test_workers_cap_threads_so_jobs_times_threads_fit_the_cores():
     settings = run_tasks(thread_settings, range(2), executor="local", n_jobs=n_jobs)
     per_worker = max(1, available_cores() // n_jobs)
     assert settings == [(str(per_worker), per_worker)] * 2
+    assert run_tasks(os.getenv, ["OMP_NUM_THREADS"], executor="local", n_jobs=1, threads_per_worker=1) == ["1"]
 
 
 def test_call_task_wraps_exceptions_only():
@@ -122,6 +123,8 @@ def test_bad_options_raise_option_errors():
         run_tasks(math.sqrt, [1.0], executor="threads")
     with pytest.raises(OptionError, match="n_jobs=0"):
         run_tasks(math.sqrt, [1.0], executor="local", n_jobs=0)
+    with pytest.raises(OptionError, match="threads_per_worker=0"):
+        run_tasks(math.sqrt, [1.0], executor="local", threads_per_worker=0)
 
 
 def test_empty_task_list():

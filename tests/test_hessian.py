@@ -221,16 +221,28 @@ def _onet_trunk(m, x):
 
 def test_onet_all_parameters_top_k_converged(onet_problem):
     model, x, labels = onet_problem
-    spec = hessian_spectrum(model, loss_function("nll", output=2), (x, labels), top_k=4, density=False,
-                            trace=False, dtype="float64")
+    loss = loss_function("nll", output=2)
+    spec = hessian_spectrum(model, loss, (x, labels), top_k=3, density=False, trace=False, dtype="float64")
     assert spec.n_params == 389_040
     assert spec.converged.all()
     assert (spec.residuals <= spec.tol * np.abs(spec.evals)).all()
     assert np.all(np.diff(spec.evals) <= 0) and spec.evals[0] > 0
+
+
+@pytest.mark.slow
+def test_onet_cross_checks_arpack_and_torchscript(onet_problem):
+    model, x, labels = onet_problem
+    loss = loss_function("nll", output=2)
+    spec = hessian_spectrum(model, loss, (x, labels), top_k=3, density=False, trace=False, dtype="float64")
     # the same top eigenvalue from ARPACK (an independent Lanczos implementation) on the same HVP
-    arp = hessian_spectrum(model, loss_function("nll", output=2), (x, labels), top_k=1, density=False,
-                           trace=False, dtype="float64", method="arpack")
+    arp = hessian_spectrum(model, loss, (x, labels), top_k=1, density=False, trace=False, dtype="float64",
+                           method="arpack")
     assert arp.evals[0] == pytest.approx(spec.evals[0], rel=1e-7)
+    # and from a TorchScript trace of ONet through double backward (dense6_2/6_3 are unused by this loss)
+    traced = torch.jit.trace(model, x[:1], check_trace=False)
+    ts = hessian_spectrum(traced, loss, (x, labels), top_k=3, density=False, trace=False, dtype="float64")
+    assert ts.hvp == "autograd" and ts.converged.all()
+    np.testing.assert_allclose(ts.evals, spec.evals, rtol=1e-7)
 
 
 def test_cli_hessian_writes_csvs(tmp_path, capsys):

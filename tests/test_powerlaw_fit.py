@@ -15,11 +15,13 @@ import warnings
 import numpy as np
 import pytest
 import scipy.optimize
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hmu_diag.errors import OptionError
 from hmu_diag.fits import powerlaw as plmod
 from hmu_diag.fits._nelder_mead import nelder_mead_1d
-from hmu_diag.fits.powerlaw import esd_peak, fit_power_law, fit_power_law_ww, power_law_scan
+from hmu_diag.fits.powerlaw import compare_power_law, esd_peak, fit_power_law, fit_power_law_ww, power_law_scan
 
 powerlaw = pytest.importorskip("powerlaw")
 assert powerlaw.__version__.startswith("2.0.0"), "parity tests pin powerlaw 2.0.0"
@@ -134,22 +136,66 @@ def test_nelder_mead_replay_is_scipy_step_for_step():
             assert r.x[0] == xs[i] and r.success == ok[i], i
 
 
-def test_in_range_nelder_mead_shortcut(monkeypatch):
-    """Starting at the exact MLE, Nelder-Mead ends on it (1 ulp): replaying it everywhere changes nothing."""
+def test_nelder_mead_shortcut(monkeypatch):
+    """Started at the exact MLE, Nelder-Mead ends on it (1 ulp) in range and near the bound outside it:
+    replaying it at every candidate changes neither validity nor the valid alphas."""
     x = np.r_[student_t_esd(600, 300, 10), pareto(4.0, 300, 11)]
-    fast = power_law_scan(x)
-    monkeypatch.setattr(plmod, "_REPLAY_ALL", True)
-    slow = power_law_scan(x)
-    np.testing.assert_array_equal(fast.valid, slow.valid)
-    np.testing.assert_allclose(fast.alpha[fast.valid], slow.alpha[fast.valid], rtol=4.5e-16, atol=0)
+    for kw in (dict(), dict(alpha_range=(1.8, 6.0))):
+        fast = power_law_scan(x, **kw)
+        monkeypatch.setattr(plmod, "_REPLAY_ALL", True)
+        slow = power_law_scan(x, **kw)
+        monkeypatch.setattr(plmod, "_REPLAY_ALL", False)
+        a0 = fast.alpha
+        assert np.any(a0 >= kw.get("alpha_range", (1, 50))[1])          # out-of-range starts are exercised
+        np.testing.assert_array_equal(fast.valid, slow.valid)
+        np.testing.assert_allclose(fast.alpha[fast.valid], slow.alpha[fast.valid], rtol=4.5e-16, atol=0)
+
+
+def test_nelder_mead_from_outside_the_range_ends_at_the_bound():
+    rng = np.random.default_rng(1)
+    K, lo, hi = 3000, 1.0, 50.0
+    k = np.floor(10 ** rng.uniform(0.31, 5, K))
+    a0 = hi + 10 ** rng.uniform(-8, 3, K)
+    lam, t = k / (a0 - 1), rng.uniform(-30, 30, K)
+
+    def f(x, idx):
+        with np.errstate(all="ignore"):
+            v = -k[idx] * np.log(x - 1) + x * lam[idx] + k[idx] * t[idx]
+        return np.where((x > lo) & (x < hi), v, -k[idx] * math.log(1e-307))
+
+    xs, ok = nelder_mead_1d(f, a0, lo, hi, tol=1e-4)
+    assert np.all(hi - xs < 0.01)
+
+
+def assert_pruned_is_full(x, **kw):
+    fit, scan = fit_power_law(x, **kw), power_law_scan(x, **kw)
+    D = np.where(scan.valid, scan.D, np.inf)
+    j = int(np.argmin(D))
+    assert fit.xmin == scan.xmin[j] and fit.D == D[j] and fit.alpha == scan.alpha[j]
 
 
 def test_pruned_argmin_equals_full_scan():
     for x in (pareto(2.5, 3000, 12), mixture(13), student_t_esd(1200, 600, 14), mp_esd(3000, 1500, 15)):
-        fit, scan = fit_power_law(x), power_law_scan(x)
-        D = np.where(scan.valid, scan.D, np.inf)
-        j = int(np.argmin(D))
-        assert fit.xmin == scan.xmin[j] and fit.D == D[j] and fit.alpha == scan.alpha[j]
+        assert_pruned_is_full(x)
+        assert_pruned_is_full(x, method="ww")
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(n=st.integers(30, 2000), kind=st.sampled_from(["pareto", "lognormal", "esd", "rounded"]),
+       seed=st.integers(0, 10**6))
+def test_pruned_argmin_equals_full_scan_property(n, kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "pareto":
+        x = rng.pareto(rng.uniform(0.3, 4.0), n) + 1.0
+    elif kind == "lognormal":
+        x = rng.lognormal(0.0, rng.uniform(0.2, 3.0), n)
+    elif kind == "rounded":
+        x = np.round(rng.pareto(1.5, n) + 1.0, 1)
+    else:
+        W = rng.standard_t(rng.uniform(1.5, 6.0), (n, max(n // 2, 4)))
+        x = np.linalg.eigvalsh(W.T @ W)
+    if np.unique(x).size >= 4:
+        assert_pruned_is_full(x)
 
 
 @pytest.mark.parametrize("alpha", [1.7, 2.5, 4.0])
@@ -171,15 +217,16 @@ def test_fixed_xmin_matches_powerlaw_and_the_scan():
     x = mixture(18)
     scanned = fit_power_law(x)
     fixed = fit_power_law(x, xmin=scanned.xmin)
-    assert (fixed.alpha, fixed.D, fixed.n_tail) == pytest.approx((scanned.alpha, scanned.D, scanned.n_tail), rel=1e-12)
-    for xmin in (2.0, 15.0):                                # not data values; 15 is in the Nelder-Mead regime? check both
+    assert (fixed.alpha, fixed.D, fixed.n_tail) == pytest.approx((scanned.alpha, scanned.D, scanned.n_tail),
+                                                                 rel=1e-12)
+    for data, xmin in ((x, 2.0), (pareto(4.0, 800, 19), 1.3)):   # not data values; alpha ~4: Nelder-Mead regime
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ref = powerlaw.Fit(x, xmin=xmin, parameter_ranges={"alpha": [1, 50]}, verbose=0).power_law
-        ours = fit_power_law(x, xmin=xmin)
+            ref = powerlaw.Fit(data, xmin=xmin, parameter_ranges={"alpha": [1, 50]}, verbose=0).power_law
+        ours = fit_power_law(data, xmin=xmin)
         assert ours.alpha == pytest.approx(ref.alpha, rel=1e-10)
         assert ours.D == pytest.approx(ref.D, rel=1e-10)
-        assert ours.n_tail == np.sum(x >= xmin)
+        assert ours.n_tail == np.sum(data >= xmin)
 
 
 # ----------------------------------------------------------------------------------------- WeightWatcher
@@ -371,3 +418,47 @@ def test_min_tail_and_xmin_range():
 def test_bad_options_raise_option_error(kwargs):
     with pytest.raises(OptionError):
         fit_power_law(pareto(2.5, 100, 45), **kwargs)
+
+
+# ------------------------------------------------------------------------------------ likelihood ratios
+
+
+def test_likelihood_ratios_match_powerlaw_where_well_posed():
+    """Lognormal data: every alternative has an interior MLE, so powerlaw's distribution_compare agrees."""
+    x = np.random.default_rng(1).lognormal(0, 1, 2000)
+    fit = fit_power_law(x)
+    ours = compare_power_law(x, fit=fit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = powerlaw.Fit(x, xmin=fit.xmin, parameter_ranges={"alpha": [1, 50]}, verbose=0)
+        for alt, r in ours.items():
+            R, p = ref.distribution_compare("power_law", alt, nested=r.nested)
+            assert r.R < 0 or alt == "exponential", alt                 # interior optima beating the power law
+            assert r.R == pytest.approx(R, rel=1e-4, abs=1e-6), alt
+            assert r.p_value == pytest.approx(p, rel=1e-3, abs=1e-9), alt
+    assert ours["truncated_power_law"].nested and not ours["lognormal"].nested
+    assert ours["truncated_power_law"].favours == "truncated_power_law"
+
+
+def test_alternatives_fit_at_least_as_well_as_powerlaws():
+    """Where powerlaw's Nelder-Mead stops early (degenerate alternatives), our MLE is at least as good."""
+    x = np.random.default_rng(50).lognormal(0, 1, 1500)
+    fit = fit_power_law(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = powerlaw.Fit(x, xmin=fit.xmin, parameter_ranges={"alpha": [1, 50]}, verbose=0)
+        for alt, r in compare_power_law(x, ("stretched_exponential", "exponential"), fit=fit).items():
+            R, _ = ref.distribution_compare("power_law", alt)
+            assert r.R <= R + 1e-6, alt
+
+
+def test_likelihood_ratio_on_a_true_power_law():
+    x = pareto(2.5, 1000, 51)
+    res = compare_power_law(x, ("exponential", "truncated_power_law"))
+    assert res["exponential"].favours == "power_law" and res["exponential"].R > 0
+    tpl = res["truncated_power_law"]
+    assert tpl.R <= 0 and tpl.p_value > 0.1 and tpl.favours == "neither"
+    with pytest.raises(OptionError):
+        compare_power_law(x, ("gamma",))
+    with pytest.raises(OptionError):
+        compare_power_law([1.0, 1.0])

@@ -119,13 +119,16 @@ def zoo(tmp_path_factory):
 
 
 def test_rank_scores_are_model_means_of_alpha_weighted(zoo):
-    result = rank(zoo, htmp=False, baseline_draws=6)
-    layers = analyze(zoo, htmp=False)
+    result = rank(zoo, baseline_draws=6)
+    layers = analyze(zoo)
     ok = layers[layers["status"].eq("ok")]
     expected = ok.groupby("model")["alpha_weighted"].mean()
     assert result.score_metric == DEFAULT_SCORE
     assert result.models["score"].to_dict() == pytest.approx(expected.to_dict())
     assert result.models["alpha"].to_dict() == pytest.approx(ok.groupby("model")["alpha"].mean().to_dict())
+    assert result.models["htmp_kappa"].to_dict() == pytest.approx(ok.groupby("model")["htmp_kappa"].median().to_dict())
+    phases = [c for c in result.models if c.startswith("frac_phase_")]
+    assert phases and np.allclose(result.models[phases].sum(axis=1), 1.0)
     ordered = expected.sort_values()
     assert list(result.models.index) == list(ordered.index)
     assert list(result.models["rank"]) == [1, 2, 3, 4]
@@ -135,6 +138,8 @@ def test_rank_scores_are_model_means_of_alpha_weighted(zoo):
     assert heavy.max() < rand.min()
     assert result.models.loc["rand_a.safetensors", "frac_random_like"] > 0.5
     assert not any("architectures" in w for w in result.warnings)
+    # layers 0 (96x48) and 2 (40x64) have 48 and 40 eigenvalues: flagged in all four models
+    assert any(w.startswith("8 of the 12 fitted layers have fewer than 50 eigenvalues (0, 2)") for w in result.warnings)
     assert "RankResult(4 models" in repr(result)
 
 
@@ -187,11 +192,12 @@ def test_scale_collapse_and_unscored_warnings():
 def test_htmp_and_phase_summaries_when_present():
     layers = pd.DataFrame({"model": ["m"] * 3, "layer": list("abc"), "kind": "linear", "shape": "10x5",
                            "status": "ok", "alpha": [2.0, 3.0, 4.0], "alpha_weighted": [1.0, 2.0, 3.0],
-                           "warning": "", "htmp_kappa": [1.0, 10.0, 100.0], "htmp_kappa_lo": [0.5, 5, 50],
+                           "warning": "", "htmp_kappa": [1.0, 100.0, np.inf], "htmp_kappa_lo": [0.5, 5, 50],
                            "phase": ["heavy-tailed", "heavy-tailed", "random-like"]})
     models = model_metrics(layers)
-    assert models.loc["m", "htmp_kappa"] == pytest.approx(37.0)
-    assert models.loc["m", "htmp_log_kappa"] == pytest.approx(1.0)
+    assert models.loc["m", "htmp_kappa"] == pytest.approx(100.0)           # median: robust to kappa = inf
+    assert models.loc["m", "htmp_log_kappa"] == pytest.approx(1.0)        # mean of log10 1 and log10 100
+    assert models.loc["m", "frac_mp_like"] == pytest.approx(1 / 3)
     assert models.loc["m", "frac_phase_heavy-tailed"] == pytest.approx(2 / 3)
     assert "htmp_kappa_lo" not in models
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -89,7 +87,7 @@ def tiny_model(seed=0):
 @pytest.fixture(scope="module")
 def layer_report(tmp_path_factory):
     model = tiny_model()
-    layers = add_random_baseline(analyze(model, htmp=False), n_draws=6)
+    layers = add_random_baseline(analyze(model), n_draws=6)
     out = tmp_path_factory.mktemp("report")
     path = write_report(layers, out, title="tiny <model> & co", spectra=compute_spectra(model))
     return layers, path
@@ -147,6 +145,27 @@ def test_density_curves_match_closed_forms():
     assert not any(k.startswith("HTMP") for k in curves) and not notes
     _, notes = density_curves(evals, {**row, "htmp_kappa": np.inf, "htmp_scale": 1.0})
     assert any("Marchenko-Pastur" in n for n in notes)
+
+
+def test_fitted_densities_of_real_layers(layer_report):
+    """Every layer with an MP / HTMP fit gets that curve; each is a finite density of mass <= 1 on the plotted range."""
+    from hmu_diag.htmp.mp import mp_cdf
+    layers, _ = layer_report
+    spectra = compute_spectra(tiny_model())
+    ok = layers[layers["status"].eq("ok")]
+    assert ok["mp_scale"].notna().all()
+    for _, row in ok.iterrows():
+        evals = spectra[(row["model"], row["layer"])].evals
+        curves, _ = density_curves(evals, row)
+        x, p = curves["Marchenko-Pastur"]
+        assert np.all(np.isfinite(p)) and np.trapezoid(p, x) <= 1.0 + 1e-6
+        # the drawn MP mass on [x0, x1] equals the bulk share times the MP CDF difference (closed form)
+        share = 1 - row["mp_num_spikes"] / evals[evals > 0].size
+        want = share * (mp_cdf(x[-1], row["gamma"], row["mp_scale"]) - mp_cdf(x[0], row["gamma"], row["mp_scale"]))
+        assert np.trapezoid(p, x) == pytest.approx(want, abs=0.03)
+        if np.isfinite(row["htmp_kappa"]):
+            (hx, hp), = [v for k, v in curves.items() if k.startswith("HTMP")]
+            assert np.all(np.isfinite(hp)) and np.all(hp >= 0) and np.trapezoid(hp, hx) <= 1.0 + 1e-3
 
 
 def test_htmp_curve_drawn_when_present():

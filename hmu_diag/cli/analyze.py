@@ -57,12 +57,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def print_table(layers: pd.DataFrame, stream=sys.stdout) -> None:
-    """A readable per-layer table on ``stream``."""
+    """A readable table of the analysed layers on ``stream``, then one line per skip reason with its count."""
     cols = [c for c in TABLE_COLUMNS if c in layers]
     if layers["model"].nunique() <= 1:
         cols.remove("model")
-    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.max_colwidth", 40):
-        print(layers[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=stream)
+    skipped = layers["status"].astype(str).str.startswith("skipped")
+    with pd.option_context("display.max_rows", 500, "display.width", 160, "display.max_colwidth", 40):
+        print(layers.loc[~skipped, cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=stream)
+    for reason, count in layers.loc[skipped, "status"].value_counts().items():
+        print(f"  {count} tensor(s) {reason}", file=stream)
 
 
 def run(args: argparse.Namespace) -> int:

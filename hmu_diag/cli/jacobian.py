@@ -65,10 +65,11 @@ def load_inputs(args: argparse.Namespace) -> Dataset:
     return load_data(args.data, n=args.n_samples, shape=shape, seed=args.seed)
 
 
-def print_table(df: pd.DataFrame, columns: list[str], stream=sys.stdout) -> None:
+def print_table(df: pd.DataFrame, columns: list[str], stream=None) -> None:
+    """The chosen columns of ``df`` as a plain-text table on ``stream`` (default: the current sys.stdout)."""
     cols = [c for c in columns if c in df]
     with pd.option_context("display.max_rows", 200, "display.width", 180, "display.max_colwidth", 40):
-        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), file=stream)
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), file=stream or sys.stdout)
 
 
 def write_csv(df: pd.DataFrame, outdir: str, name: str) -> Path:

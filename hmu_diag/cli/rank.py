@@ -17,24 +17,28 @@ how the ranking works:
   fixed score, the same for every set of models: score = mean alpha_weighted = mean over layers of
   alpha * log10(lambda_max) (Martin, Peng & Mahoney, Nat. Commun. 2021). Lower score = predicted better, rank 1.
   Rankings are meaningful within one architecture series (same layer shapes, or a depth/width series of one design);
-  hmu-diag warns when the models' layer shapes differ.
+  hmu-diag warns when the models' layer shapes differ. Known failure ('scale collapse'): alpha_weighted includes
+  log10(lambda_max), so when the better models simply have larger weights (or the worse ones smaller, e.g. distilled
+  or under-trained) the score can rank backwards; hmu-diag warns when mean alpha disagrees with the score.
 
 manifest (optional; changes the report, never the ranking):
   CSV   model,accuracy[,family]          (model = name, file name or stem of each checkpoint)
   JSON  {{"model-a.pt": 0.91, ...}}  or  [{{"model": "a", "accuracy": 0.91, "family": "mlp"}}, ...]
+  A zoo folder's manifest.json (models_zoo/) works as is (file -> heldout_accuracy, family).
   With it, hmu-diag reports per family and overall, for every metric: Kendall tau, Spearman rho, and R^2 / RMSE of
   the least-squares fit accuracy ~ metric; tau_adj = tau signed so that positive = the metric ranks the expected way.
 
 what it writes (OUTDIR):
-  ranking.csv        one row per model: rank, score, {', '.join(list(METRICS)[:6])} ...
+  ranking.csv        one row per model: rank, score and every model-level metric
+                     ({', '.join(list(METRICS)[:4])}, ...)
   correlations.csv   (with --manifest) one row per family x metric
   layers.csv         the per-layer table used
   report.html        (with --report) one self-contained page with the plots
 
 examples:
-  hmu-diag rank models_zoo/lr_sweep/                      # every checkpoint in a folder
+  hmu-diag rank models_zoo/digits/batch_size/                      # every checkpoint in a folder
   hmu-diag rank a.safetensors b.safetensors c.safetensors -o out/rank
-  hmu-diag rank models_zoo/lr_sweep/ --manifest models_zoo/lr_sweep/manifest.json --report
+  hmu-diag rank models_zoo/digits/batch_size/ --manifest models_zoo/digits/batch_size/manifest.json --report
   hmu-diag rank reports/a/layers.csv reports/b/layers.csv # reuse tables from 'hmu-diag analyze'
 """
 

@@ -17,6 +17,7 @@ models only (powerlaw's ``A or B and C`` precedence ignores an explicit nested=F
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 ALTERNATIVES = ("exponential", "stretched_exponential", "lognormal", "truncated_power_law")
 
 
@@ -42,11 +44,17 @@ class LikelihoodRatio:
     favours: str
 
 
-def _minimize(nll, x0, bounds):
-    res = scipy.optimize.minimize(nll, x0, method="L-BFGS-B", bounds=bounds)
-    res2 = scipy.optimize.minimize(nll, res.x, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12,
-                                                                               "maxiter": 4000})
-    return res2.x if res2.fun <= res.fun else res.x
+def _minimize(nll, starts, bounds):
+    """Bounded quasi-Newton from several starts, best kept.  The bounds stop degenerate limits (a lognormal
+    or stretched exponential tending to a power law) from running off to infinity."""
+    best = None
+    for x0 in starts:
+        res = scipy.optimize.minimize(nll, np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds]),
+                                      method="L-BFGS-B", bounds=bounds,
+                                      options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 300})
+        if best is None or res.fun < best.fun:
+            best = res
+    return best.x
 
 
 def _exponential(x, xmin):
@@ -65,8 +73,8 @@ def _stretched_exponential(x, xmin):
         v = -np.sum(logpdf(p))
         return v if np.isfinite(v) else 1e300
 
-    p0 = np.log([1.0, 1.0 / np.mean(x - xmin + 1e-300)])
-    p = _minimize(nll, p0, [(-10, 5), (-50, 50)])
+    starts = [np.log([beta, 1.0 / np.mean(x ** beta - xmin ** beta)]) for beta in (1.0, 0.5, 0.2)]
+    p = _minimize(nll, starts, [(math.log(1e-4), math.log(20.0)), (-60, 60)])
     return logpdf(p), {"beta": float(np.exp(p[0])), "lambda": float(np.exp(p[1]))}
 
 
@@ -76,22 +84,34 @@ def _lognormal(x, xmin):
 
     def logpdf(p):
         mu, s = p[0], math.exp(p[1])
-        return (scipy.stats.norm.logpdf((lx - mu) / s) - lx - math.log(s)
-                - scipy.stats.norm.logsf((l0 - mu) / s))
+        z = (lx - mu) / s
+        return -0.5 * z * z - _LOG_SQRT_2PI - lx - math.log(s) - scipy.special.log_ndtr((mu - l0) / s)
 
     def nll(p):
         v = -np.sum(logpdf(p))
         return v if np.isfinite(v) else 1e300
 
-    p0 = np.array([np.mean(lx), math.log(max(np.std(lx), 1e-3))])
-    p = _minimize(nll, p0, [(None, None), (-10, 5)])
+    sd = max(float(np.std(lx)), 1e-3)
+    starts = [np.array([np.mean(lx), math.log(sd)]), np.array([l0, math.log(2 * sd)]),
+              np.array([l0 - 3 * sd, math.log(2 * sd)])]
+    p = _minimize(nll, starts, [(l0 - 200.0, lx.max() + 50.0), (math.log(1e-3), math.log(50.0))])
     return logpdf(p), {"mu": float(p[0]), "sigma": float(math.exp(p[1]))}
 
 
 def _log_en(p: float, z: float) -> float:
-    """ln E_p(z) = ln int_1^inf t^-p exp(-z t) dt (z > 0), by quadrature of the scaled integrand."""
-    val, _ = scipy.integrate.quad(lambda u: math.exp(-z * u) * (1.0 + u) ** -p, 0.0, np.inf, epsabs=0,
-                                  epsrel=1e-12, limit=200)
+    """ln E_p(z), E_p(z) = int_1^inf t^-p exp(-z t) dt = z^(p-1) Gamma(1-p, z)  (z > 0).
+
+    p < 1: through the regularised upper incomplete gamma; otherwise (or if that underflows) by quadrature of
+    exp(-z) int_0^inf exp(-z u) (1+u)^-p du, whose integrand then decays at least like (1+u)^-1 e^(-z u).
+    """
+    if p < 1:
+        q = scipy.special.gammaincc(1.0 - p, z)
+        if q > 1e-300:
+            return (p - 1.0) * math.log(z) + scipy.special.gammaln(1.0 - p) + math.log(q)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.integrate.IntegrationWarning)
+        val, _ = scipy.integrate.quad(lambda u: math.exp(-z * u) * (1.0 + u) ** -p, 0.0, np.inf, epsabs=0,
+                                      epsrel=1e-12, limit=200)
     return -z + math.log(val)
 
 
@@ -107,8 +127,8 @@ def _truncated_power_law(x, xmin, alpha0):
         v = -np.sum(logpdf(p))
         return v if np.isfinite(v) else 1e300
 
-    p0 = np.array([alpha0, math.log(1e-3 / np.mean(x))])
-    p = _minimize(nll, p0, [(-5, 50), (math.log(1e-12 / xmin), math.log(1e3 / xmin))])
+    starts = [np.array([alpha0, math.log(lam / np.mean(x))]) for lam in (1e-3, 0.3)]
+    p = _minimize(nll, starts, [(-5, 50), (math.log(1e-12 / xmin), math.log(1e3 / xmin))])
     ll = logpdf(p)
     return ll, {"alpha": float(p[0]), "lambda": float(math.exp(p[1])), "k": k}
 

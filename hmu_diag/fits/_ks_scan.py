@@ -83,10 +83,16 @@ def _lower_bounds(t, c, n, pos, t0, c0, b, scale, G, hot):
     """
     last = t.size - 1
     frac = np.linspace(0.0, 1.0, G)
-    cols = pos[:, None] + np.rint(frac[None, :] * (last - pos)[:, None]).astype(np.intp)
-    if hot.size:
-        cols = np.concatenate([cols, np.maximum(hot[None, :], pos[:, None])], axis=1)
-    return _rows(t, c, n, cols, t0, c0, b, scale)
+    out = np.empty(pos.size)
+    step = max(1, _BLOCK // (G + hot.size))
+    for i in range(0, pos.size, step):
+        p = pos[i:i + step]
+        cols = p[:, None] + np.rint(frac[None, :] * (last - p)[:, None]).astype(np.intp)
+        if hot.size:
+            cols = np.concatenate([cols, np.maximum(hot[None, :], p[:, None])], axis=1)
+        out[i:i + step] = _rows(t, c, n, cols, t0[i:i + step], c0[i:i + step], b[i:i + step],
+                                None if scale is None else scale[i:i + step])
+    return out
 
 
 def ks_argmin(t: np.ndarray, c: np.ndarray, n: float, pos: np.ndarray, t0: np.ndarray, c0: np.ndarray,

@@ -77,8 +77,9 @@ class MPFit:
     def __repr__(self) -> str:
         if not self.ok:
             return f"MPFit(status={self.status!r}, n={self.n}, n_dropped={self.n_dropped})"
-        return (f"MPFit(scale={self.scale:.4g}, gamma={self.gamma:.4g}, bulk=[{self.bulk_min:.4g}, {self.bulk_max:.4g}], "
-                f"num_spikes={self.num_spikes}, spike_threshold={self.spike_threshold:.4g}, D={self.D:.3g}, n={self.n})")
+        return (f"MPFit(scale={self.scale:.4g}, gamma={self.gamma:.4g}, "
+                f"bulk=[{self.bulk_min:.4g}, {self.bulk_max:.4g}], num_spikes={self.num_spikes}, "
+                f"spike_threshold={self.spike_threshold:.4g}, D={self.D:.3g}, n={self.n})")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -228,6 +229,6 @@ def fit_mp(evals, gamma: float, *, spikes: bool = True, alpha: float = 0.01, n_m
     bulk = x[:n_bulk]
     lo, hi = mp_edges(g, scale)
     edges, counts = bins(bulk, n_bins)
-    return MPFit(scale=scale, gamma=g, bulk_min=lo, bulk_max=hi, spike_threshold=threshold, num_spikes=n - n_bulk,
-                 D=ks_distance(mp_cdf(bulk, g, scale), n_bulk), loglik=binned_loglik(counts, mp_cdf(edges, g, scale)),
-                 n=n, n_dropped=n_dropped, iterations=it)
+    return MPFit(scale=scale, gamma=g, bulk_min=float(lo), bulk_max=float(hi), spike_threshold=threshold,
+                 num_spikes=n - n_bulk, D=ks_distance(mp_cdf(bulk, g, scale), n_bulk),
+                 loglik=binned_loglik(counts, mp_cdf(edges, g, scale)), n=n, n_dropped=n_dropped, iterations=it)

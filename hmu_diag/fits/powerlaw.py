@@ -21,9 +21,10 @@ of powerlaw 2.0.0 (Alstott et al. 2014), i.e. exactly what that package computes
 
 ``method="ww"`` reproduces WeightWatcher 0.7.7 ``WW_powerlaw.WWFit`` (its default ``pl_package="ww"``): every
 data point except the largest is a candidate (ties included, point by point), alpha is always the closed
-form, D uses the lower ECDF step j/k at every tail point, candidates with alpha <= 1 get D = 1, and for
-fewer than 20 values its "small N" rule is used (alpha = 1 + (k-1)/sum ln(x/x_min), tails >= 8, x_min
-minimising D - 0.868/sqrt(k)).
+form with no range, D uses the lower ECDF step j/k at every tail point, and candidates with alpha <= 1 are
+skipped (WW gives them D = 1, which cannot beat a real candidate).  Below 20 values WW's "small N" rule
+applies (see :func:`_ww_small_n`).  ``n_tail`` counts all values >= x_min (WW's ``len(fit.data)``, which in
+WW's small-N path can disagree with its own x_min).
 
 The whole scan is vectorised: suffix sums give every candidate's alpha in O(n) after the sort, the
 Nelder-Mead iterations run for all candidates at once, and the argmin of D is exact but pruned with lower
@@ -38,12 +39,14 @@ from typing import Literal
 import numpy as np
 
 from hmu_diag.errors import OptionError
+from hmu_diag.fits._compare import ALTERNATIVES, LikelihoodRatio, compare_tail
 from hmu_diag.fits._ks_scan import ks_argmin, ks_distances
 from hmu_diag.fits._nelder_mead import nelder_mead_1d
 from hmu_diag.fits._truncated import truncated_mle, truncated_stderr
 
 __all__ = [
-    "PowerLawFit", "PowerLawScan", "fit_power_law", "fit_power_law_ww", "power_law_scan", "esd_peak",
+    "PowerLawFit", "PowerLawScan", "LikelihoodRatio", "fit_power_law", "fit_power_law_ww", "power_law_scan",
+    "esd_peak", "compare_power_law",
 ]
 
 Method = Literal["powerlaw", "ww"]
@@ -53,7 +56,7 @@ _LOG_TINY = math.log(10.0 ** -307)   # powerlaw's floor for a zero likelihood (1
 _NM_CLOSED_FORM = (1.5, 3.0)         # powerlaw 2.0.0 uses the closed form only for alpha0 in (1.5, 3]
 _WW_SMALL_N = 20                     # WWFit switches to fit_powerlaw_smallN below this many values
 _WW_SMALL_N_KMIN = 8
-_REPLAY_ALL = False                  # tests set this to replay Nelder-Mead at every candidate
+_REPLAY_ALL = False                  # tests: replay scipy's Nelder-Mead instead of the shortcut it justifies
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,10 @@ class PowerLawFit:
 
 @dataclass(frozen=True)
 class PowerLawScan:
-    """Per-candidate results of the x_min scan (:func:`power_law_scan`): the D(x_min) and alpha(x_min) curves."""
+    """Per-candidate results of the x_min scan (:func:`power_law_scan`): the D(x_min) and alpha(x_min) curves.
+
+    ``alpha`` and ``D`` of invalid candidates are those of the closed-form alpha (powerlaw reports its
+    optimiser's end point near the range boundary there)."""
 
     xmin: np.ndarray
     alpha: np.ndarray
@@ -128,7 +134,8 @@ def _clean(evals) -> tuple[np.ndarray, int]:
 def _check_options(alpha_range, xmin, xmax, xmin_range, min_tail, fix_fingers, method, estimator):
     lo, hi = (float(v) for v in alpha_range)
     if not (1.0 <= lo < hi):
-        raise OptionError(f"alpha_range={alpha_range!r}: need 1 <= low < high (a power law without x_max needs alpha > 1)")
+        raise OptionError(f"alpha_range={alpha_range!r}: need 1 <= low < high "
+                          "(a power law without x_max needs alpha > 1)")
     if method not in ("powerlaw", "ww"):
         raise OptionError(f"method={method!r}: expected 'powerlaw' or 'ww'")
     if estimator not in ("powerlaw", "mle"):
@@ -181,31 +188,37 @@ class _Scan:
 
 
 def _powerlaw_alpha(k, lam, t0, lo, hi, estimator):
-    """powerlaw 2.0.0's per-candidate alpha and validity (closed form or replayed Nelder-Mead)."""
+    """powerlaw 2.0.0's per-candidate alpha and validity.
+
+    powerlaw runs Nelder-Mead (tol 1e-4, bounds (lo, hi)) from the closed form alpha0 when alpha0 is not in
+    (1.5, 3].  That start is the exact minimiser of the negative log-likelihood, and Nelder-Mead only ever
+    replaces its best point by a strictly smaller value, so:
+      * lo < alpha0 < hi: it ends on alpha0 (measured: never more than 1 ulp away in 1.5e5 random problems)
+        and the candidate is valid iff alpha0 is at least 0.01 inside the range;
+      * alpha0 outside the range: it starts on the bound and ends within 2e-4 of it (measured on 3e5 random
+        problems), which powerlaw flags as "near the boundary", i.e. invalid.
+    Both facts are re-checked by the tests, which replay scipy's Nelder-Mead step for step
+    (:mod:`hmu_diag.fits._nelder_mead`, switched on by ``_REPLAY_ALL``).  Invalid candidates report alpha0.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        alpha0 = 1.0 + k / lam
-    alpha = alpha0.copy()
-    valid = (alpha0 > lo) & (alpha0 < hi)
+        alpha = 1.0 + k / lam
+    valid = (alpha > lo) & (alpha < hi)
     if estimator == "mle":
         return alpha, valid
-    nm = ~((alpha0 > _NM_CLOSED_FORM[0]) & (alpha0 <= _NM_CLOSED_FORM[1])) & np.isfinite(alpha0)
-    # Nelder-Mead started at the exact minimiser alpha0 only ever replaces it by a strictly smaller value, so
-    # inside the range it ends on alpha0 (to 1 ulp: measured on 1.5e5 random problems, see the tests) and
-    # is valid iff alpha0 is at least 0.01 inside the range.  Only starts outside the range are replayed.
-    inside = nm & valid
-    valid[inside] = (alpha0[inside] - 0.01 >= lo) & (alpha0[inside] + 0.01 <= hi)
-    nm &= ~valid & ~inside if not _REPLAY_ALL else nm
-    if nm.any():
-        kk, ll, tt = k[nm], lam[nm], t0[nm]
+    nm = ~((alpha > _NM_CLOSED_FORM[0]) & (alpha <= _NM_CLOSED_FORM[1])) & np.isfinite(alpha)
+    if not _REPLAY_ALL:
+        valid[nm] &= (alpha[nm] - 0.01 >= lo) & (alpha[nm] + 0.01 <= hi)
+        return alpha, valid
+    kk, ll, tt = k[nm], lam[nm], t0[nm]
 
-        def nll(a, idx):   # -sum log pdf, pdf = (a-1) x_min^(a-1) x^-a; powerlaw's floor outside the range
-            with np.errstate(divide="ignore", invalid="ignore"):
-                v = -kk[idx] * np.log(a - 1.0) + a * ll[idx] + kk[idx] * tt[idx]
-            return np.where((a > lo) & (a < hi), v, -kk[idx] * _LOG_TINY)
+    def nll(a, idx):   # -sum log pdf, pdf = (a-1) x_min^(a-1) x^-a; powerlaw's floor outside the range
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = -kk[idx] * np.log(a - 1.0) + a * ll[idx] + kk[idx] * tt[idx]
+        return np.where((a > lo) & (a < hi), v, -kk[idx] * _LOG_TINY)
 
-        a_nm, ok = nelder_mead_1d(nll, np.maximum(alpha0[nm], 1.0), lo, hi, tol=1e-4)
-        alpha[nm] = a_nm
-        valid[nm] = ok & (a_nm > lo) & (a_nm < hi) & (a_nm - 0.01 >= lo) & (a_nm + 0.01 <= hi)
+    a_nm, ok = nelder_mead_1d(nll, alpha[nm], lo, hi, tol=1e-4)
+    alpha[nm] = a_nm
+    valid[nm] = ok & (a_nm > lo) & (a_nm < hi) & (a_nm - 0.01 >= lo) & (a_nm + 0.01 <= hi)
     return alpha, valid
 
 
@@ -233,8 +246,7 @@ def _build_scan(x: np.ndarray, *, method: str, estimator: str, lo: float, hi: fl
     lam = S[f0] - k * (t0 - lx[0])           # sum over the tail of ln(x/x_min)
     keep = np.ones(pos.size, dtype=bool)
     if xmin_window is not None:
-        xm = np.exp(t0)
-        keep &= (xm >= xmin_window[0]) & (xm <= xmin_window[1])
+        keep &= (x[f0] >= xmin_window[0]) & (x[f0] <= xmin_window[1])
     if min_tail is not None:
         keep &= k >= min_tail
     if not keep.any():
@@ -299,7 +311,8 @@ def _ww_small_n(x: np.ndarray) -> tuple[float, float, float, float, int] | str:
     j = int(np.argmin(np.where(ok, Dm, 1.0)))
     if not ok[j]:
         return "WW small-N fit: every KS distance is 1"
-    return float(a[j]), float(x[j]), float(Dm[j]), float((a[j] - 1.0) / math.sqrt(k[j])), int(n - np.searchsorted(x, x[j]))
+    n_tail = int(n - np.searchsorted(x, x[j]))
+    return float(a[j]), float(x[j]), float(Dm[j]), float((a[j] - 1.0) / math.sqrt(k[j])), n_tail
 
 
 # ------------------------------------------------------------------------------------- single fits
@@ -383,8 +396,8 @@ def _fit_once(x, *, n_dropped, xmin, xmax, lo, hi, xmin_window, min_tail, method
     alpha = float(scan.alpha[j])
     xm = float(x[int(scan.c0[j])])
     n_tail = int(scan.k[j]) if method == "powerlaw" else int(x.size - np.searchsorted(x, xm))
-    return PowerLawFit(alpha=alpha, xmin=xm, xmax=upper, D=D, sigma=float(scan.sigma[j]), n_tail=n_tail, raw_alpha=alpha,
-                       n_candidates=int(scan.pos.size), truncated=xmax is not None, **common)
+    return PowerLawFit(alpha=alpha, xmin=xm, xmax=upper, D=D, sigma=float(scan.sigma[j]), n_tail=n_tail,
+                       raw_alpha=alpha, n_candidates=int(scan.pos.size), truncated=xmax is not None, **common)
 
 
 def esd_peak(evals, bins: int = 100) -> float:
@@ -490,8 +503,10 @@ def fit_power_law(
     min_tail : int, optional
         Only candidates with at least this many values in the tail.
     n_boot, seed
-        Number of CSN bootstrap replicates for ``p_value`` (each refits the full x_min scan; 2500 give
-        +-0.01), and the seed of their ``numpy.random.default_rng``.
+        Number of CSN bootstrap replicates for ``p_value`` (CSN sec. 4.1: tail drawn from the fitted law,
+        body resampled from the values below x_min, each replicate refitted with the same x_min procedure -
+        window, min_tail, xmax or fixed xmin - but without finger clipping; 2500 give +-0.01), and the
+        seed of their ``numpy.random.default_rng``.
     method : {"powerlaw", "ww"}
         Reproduce powerlaw 2.0.0 ``Fit`` (default) or WeightWatcher 0.7.7 ``WWFit`` (module docstring).
     estimator : {"powerlaw", "mle"}
@@ -521,8 +536,10 @@ def fit_power_law_ww(evals, *, fix_fingers: Literal["clip_xmax"] | None = None, 
                      finger_thresh: float = 1.0) -> PowerLawFit:
     """WeightWatcher 0.7.7's per-layer power-law fit (``WW_powerlaw.WWFit``, ``pl_package="ww"``).
 
-    Equal to ``fit_power_law(evals, method="ww", alpha_range=(1, inf-like))``: candidates are all data points
-    but the largest, D uses the lower ECDF step, no alpha cap, WW's small-N rule below 20 values.
+    Shorthand for ``fit_power_law(evals, method="ww", ...)``: candidates are all data points but the largest,
+    D uses the lower ECDF step, no alpha range, WW's small-N rule below 20 values.  With
+    ``fix_fingers="clip_xmax"`` it is WW's ``fit_clipped_powerlaw`` (``num_fingers`` = values removed, one
+    more than WW's column).
     """
     return fit_power_law(evals, method="ww", fix_fingers=fix_fingers, max_fingers=max_fingers,
                          finger_thresh=finger_thresh)
@@ -558,3 +575,30 @@ def power_law_scan(
         D = ks_distances(scan.t, scan.c, float(scan.n), scan.pos, scan.t0, scan.c0, scan.alpha - 1.0, scan.scale)
     return PowerLawScan(xmin=x[scan.c0.astype(np.intp)], alpha=scan.alpha, D=D, n_tail=scan.k.astype(np.int64),
                         valid=scan.valid)
+
+
+def compare_power_law(
+    evals,
+    alternatives: tuple[str, ...] = ALTERNATIVES,
+    *,
+    fit: PowerLawFit | None = None,
+    level: float = 0.1,
+    **fit_options,
+) -> dict[str, LikelihoodRatio]:
+    """Likelihood-ratio tests of the fitted power-law tail against each alternative (CSN sec. 5).
+
+    ``fit`` defaults to ``fit_power_law(evals, **fit_options)``; the tail is the values in [xmin, xmax] of
+    that fit.  Alternatives, formulas and the nested / non-nested p-values: :mod:`hmu_diag.fits._compare`.
+    """
+    unknown = set(alternatives) - set(ALTERNATIVES)
+    if unknown:
+        raise OptionError(f"alternatives: unknown {sorted(unknown)}; expected some of {list(ALTERNATIVES)}")
+    if fit is None:
+        fit = fit_power_law(evals, **fit_options)
+    if not fit.ok:
+        raise OptionError(f"compare_power_law: the power-law fit {fit.status}")
+    if fit.truncated:
+        raise OptionError("compare_power_law: needs an untruncated fit (xmax=None)")
+    x, _ = _clean(evals)
+    tail = x[(x >= fit.xmin) & (x <= fit.xmax)]
+    return {alt: compare_tail(tail, fit.xmin, fit.alpha, alt, level) for alt in alternatives}

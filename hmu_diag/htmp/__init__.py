@@ -31,3 +31,10 @@ __all__ = [
     "KAPPA_MP", "pdf", "logpdf", "cdf", "sf", "stieltjes", "moments", "mean", "var", "params", "sample",
     "mp_pdf", "mp_logpdf", "mp_cdf", "mp_sf", "mp_edges", "mp_moment", "mp_sample",
 ]
+
+
+def __getattr__(name: str):  # lazy re-export of hmu_diag.fits.htmp.fit / HTMPFit (an eager import would be circular)
+    if name in ("fit", "HTMPFit"):
+        from hmu_diag.fits import htmp as _fits_htmp
+        return getattr(_fits_htmp, name)
+    raise AttributeError(f"module 'hmu_diag.htmp' has no attribute {name!r}")

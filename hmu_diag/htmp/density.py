@@ -38,8 +38,6 @@ __all__ = ["KAPPA_MP", "pdf", "logpdf", "cdf", "sf", "stieltjes", "moments", "me
 
 #: kappa at and above which the Marchenko-Pastur closed forms replace HTMP (kappa = inf is MP exactly)
 KAPPA_MP = 1000.0
-#: with at most this many unresolved points, use mpmath per point before building the ODE table
-_MPMATH_POINTS = 8
 
 
 def params(gamma: float, kappa: float) -> dict[str, float]:
@@ -54,21 +52,16 @@ def params(gamma: float, kappa: float) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def _robust_log_u2(gamma: float, kappa: float, t: np.ndarray) -> np.ndarray:
-    """log|U|^2 where the fast path failed: mpmath for a handful of points, else the ODE table (then mpmath)."""
+    """log|U|^2 where the fast path failed: the (cached) ODE table, and mpmath outside the table's range."""
     p = params(gamma, kappa)
+    table = _table.phase_table(gamma, kappa)
+    tau = np.log(t)
     out = np.full(t.shape, np.nan)
-    if t.size <= _MPMATH_POINTS:
-        out = log_abs_u2_mpmath(p["a"], p["delta"], t)
-    todo = ~np.isfinite(out)
-    if todo.any():
-        table = _table.phase_table(gamma, kappa)
-        tau = np.log(t)
-        inside = todo & (tau >= table.tau_lo) & (tau <= table.tau_hi)
-        if inside.any():
-            out[inside] = 2.0 * table.state(tau[inside])[0]
-        rest = ~np.isfinite(out)
-        if rest.any():
-            out[rest] = log_abs_u2_mpmath(p["a"], p["delta"], t[rest])
+    inside = (tau >= table.tau_lo) & (tau <= table.tau_hi)
+    if inside.any():
+        out[inside] = 2.0 * table.state(tau[inside])[0]
+    if (~inside).any():
+        out[~inside] = log_abs_u2_mpmath(p["a"], p["delta"], t[~inside])
     if not np.isfinite(out).all():
         bad = t[~np.isfinite(out)][0] / p["s"]
         raise HmuDiagError(f"htmp: cannot evaluate the density for gamma={gamma:g}, kappa={kappa:g} at x={bad:g}")

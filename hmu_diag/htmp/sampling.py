@@ -29,7 +29,7 @@ __all__ = ["sample"]
 _TINY = np.finfo(np.float64).tiny
 #: below this fraction of lambda_max eigenvalues are refined by relative-accuracy bisection
 _REFINE_BELOW = 1e-10
-_BISECT_STEPS = 56
+_BISECT_STEPS = 48
 
 
 def _chi(df: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -43,28 +43,29 @@ def _chi(df: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sqrt(np.maximum(np.exp(np.log(2.0) + log_g), _TINY))
 
 
-def _sturm_count(q: np.ndarray, ll: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """Number of eigenvalues of L diag(q) L^T below each sigma (L unit lower bidiagonal with sub-diagonal ll),
-    by the differential stationary qd transform (dstqds), mixed relatively stable."""
+def _sturm_count(q: np.ndarray, t2: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Number of eigenvalues of B B^T below each sigma, B lower bidiagonal with squared diagonal q and squared
+    sub-diagonal t2, by the differential stationary qd transform (dstqds) on B B^T = L diag(q) L^T:
+    D+_i = q_i + s_i, s_{i+1} = t2_i s_i / D+_i - sigma (mixed relatively stable, Fernando & Parlett 1994)."""
     count = np.zeros(sigma.shape, dtype=np.int64)
     s = -sigma
-    pivmin = _TINY * max(1.0, float(q.max()))
+    neg_pivmin = -_TINY * max(1.0, float(q.max()))
     with np.errstate(all="ignore"):
-        for i in range(q.size - 1):
-            dp = q[i] + s
-            count += dp < 0
-            dp = np.where(np.abs(dp) < pivmin, -pivmin, dp)
-            s = (q[i] * ll[i] / dp) * ll[i] * s - sigma
-            s = np.where(np.isfinite(s), s, -sigma)
-        count += (q[-1] + s) < 0
+        for qi, ti in zip(q[:-1].tolist(), t2.tolist()):
+            dp = s + qi
+            neg = dp < 0
+            count += neg
+            dp[dp == 0.0] = neg_pivmin
+            s = s * (ti / dp) - sigma
+        count += (s + q[-1]) < 0
     return count
 
 
 def _refine_small(d: np.ndarray, sub: np.ndarray, eig: np.ndarray, thresh: float) -> np.ndarray:
     """Recompute the eigenvalues of B B^T below ``thresh`` by bisection in log space with dstqds counts."""
     q = d * d
-    ll = sub / d[:-1]
-    k = int(_sturm_count(q, ll, np.array([thresh]))[0])
+    t2 = sub * sub
+    k = int(_sturm_count(q, t2, np.array([thresh]))[0])
     if k == 0:
         return eig
     idx = np.arange(k)
@@ -72,11 +73,11 @@ def _refine_small(d: np.ndarray, sub: np.ndarray, eig: np.ndarray, thresh: float
     hi = np.full(k, math.log(thresh))
     for _ in range(_BISECT_STEPS):
         mid = 0.5 * (lo + hi)
-        below = _sturm_count(q, ll, np.exp(mid)) > idx      # more than idx eigenvalues below mid -> eig_idx < mid
+        below = _sturm_count(q, t2, np.exp(mid)) > idx      # more than idx eigenvalues below mid -> eig_idx < mid
         hi = np.where(below, mid, hi)
         lo = np.where(below, lo, mid)
     small = np.exp(0.5 * (lo + hi))
-    small[_sturm_count(q, ll, np.full(k, _TINY)) > idx] = 0.0   # below the double range
+    small[_sturm_count(q, t2, np.full(k, _TINY)) > idx] = 0.0   # below the double range
     out = eig.copy()
     out[:k] = small
     return np.sort(out)

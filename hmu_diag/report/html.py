@@ -188,6 +188,7 @@ def _rank_body(result: RankResult) -> str:
                     f"n = {row['n']})" for _, row in result.best.iterrows()]
             parts.append("<p>Best-ranking metric per family:</p>" + _list(best))
         pivot = corr.pivot_table(index="metric", columns="family", values="tau_adj", sort=False)
+        pivot.columns.name = None
         parts.append("<h3>τ_adj by family</h3>" + _table(pivot.reset_index()))
         parts.append("<h3>All statistics</h3>" + _table(corr))
         overall = corr[corr["family"].eq(OVERALL)].set_index("metric")

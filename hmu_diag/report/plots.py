@@ -74,7 +74,9 @@ def density_curves(evals: np.ndarray, row: Mapping) -> tuple[dict[str, tuple[np.
         from ..htmp.density import pdf
         orientation = str(row.get("htmp_orientation") or "direct")
         try:
-            curves[f"HTMP κ={kappa:.3g}"] = (grid, pdf(grid, gamma, kappa, h_scale, orientation))
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                density = pdf(grid, gamma, kappa, h_scale, orientation)
+            curves[f"HTMP κ={kappa:.3g}"] = (grid, density)
         except (HmuDiagError, ValueError, FloatingPointError) as exc:
             notes.append(f"HTMP density not drawn ({exc})")
     elif "htmp_kappa" in row and not math.isfinite(kappa):
@@ -117,8 +119,8 @@ def esd_figure(evals: np.ndarray, row: Mapping, *, title: str) -> tuple[bytes, l
 
 
 def depth_figure(layers: pd.DataFrame, *, title: str = "") -> bytes:
-    """α by layer index (one line per model), with the random-matrix baseline band when present; κ on a second
-    panel when the table has ``htmp_kappa``."""
+    """α by layer index (one line per model), with the random-matrix baseline band when present (single model);
+    κ on a second panel when the table has ``htmp_kappa``."""
     has_kappa = "htmp_kappa" in layers and pd.to_numeric(layers["htmp_kappa"], errors="coerce").notna().any()
     fig, axes = plt.subplots(2 if has_kappa else 1, 1, figsize=(7.5, 4.6 if has_kappa else 2.9), sharex=True,
                              squeeze=False)
@@ -128,7 +130,7 @@ def depth_figure(layers: pd.DataFrame, *, title: str = "") -> bytes:
         idx = np.arange(len(group))
         colour = f"C{i % 10}"
         ax_a.plot(idx, group["alpha"], "o-", ms=3, lw=1, color=colour, label=str(model))
-        if "alpha_random" in group:
+        if "alpha_random" in group and layers["model"].nunique() == 1:
             ax_a.fill_between(idx, group["alpha_random_lo"].astype(float), group["alpha_random_hi"].astype(float),
                               color=colour, alpha=0.12, lw=0)
         if has_kappa:
@@ -153,9 +155,11 @@ def depth_figure(layers: pd.DataFrame, *, title: str = "") -> bytes:
 
 
 def scatter_figure(models: pd.DataFrame, metric: str, *, stats_line: str = "") -> bytes:
-    """``metric`` against ``accuracy``, one colour per family, with the least-squares line over all models."""
+    """``metric`` against ``accuracy``, one colour per family, with the least-squares line over all models (models
+    with a non-finite metric, e.g. κ = ∞, are left out, as in the statistics)."""
     fig, ax = plt.subplots(figsize=(3.8, 3.0))
-    data = models[[metric, "accuracy"] + (["family"] if "family" in models else [])].dropna(subset=[metric, "accuracy"])
+    data = models[[metric, "accuracy"] + (["family"] if "family" in models else [])]
+    data = data[np.isfinite(data[metric].astype(float)) & np.isfinite(data["accuracy"].astype(float))]
     families = data["family"] if "family" in data else pd.Series("(all)", index=data.index)
     for i, (family, group) in enumerate(data.groupby(families, sort=True)):
         ax.scatter(group[metric], group["accuracy"], s=18, color=f"C{i % 10}", label=str(family))

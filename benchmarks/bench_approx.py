@@ -1,0 +1,84 @@
+"""Approximate top-k eigenvalues (randomized block Krylov) against the exact ESD on a large matrix.
+
+Matrix: N x M Student-t(3) entries / sqrt(N) in float32 (heavy-tailed ESD, like a trained layer's tail above an MP
+bulk); default 20000 x 2048.  Runs, each timed (best of ``--repeat``):
+
+* exact   — ``hmu_diag.spectra.weights.weight_spectrum`` (blocked Gram WᵀW + LAPACK syevd), float64 and float32;
+* svd     — ``scipy.linalg.svd(W, compute_uv=False)`` in float64, WeightWatcher 0.7.7's eigenvalue path (``--svd``);
+* approx  — ``approx_top_eigenvalues(W, k)`` (float32) for each ``--k``.
+
+Errors against the exact float64 spectrum: relative error of the largest eigenvalue, of the k-th, and the maximum;
+and the power-law fit (``hmu_diag.fit_power_law``) on the approximate top k against the fit on all M eigenvalues:
+Δα, and whether the exact x_min lies inside the top k (the condition under which the two fits agree, see the
+:mod:`hmu_diag.spectra.approx` docstring).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_approx.py --rows 20000 --cols 2048 --k 64 256
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+
+from hmu_diag.fits.powerlaw import fit_power_law
+from hmu_diag.spectra.approx import approx_top_eigenvalues
+from hmu_diag.spectra.weights import weight_spectrum
+
+
+def best_time(repeat: int, run):
+    best, out = math.inf, None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--cols", type=int, default=2048)
+    parser.add_argument("--k", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--n-iter", type=int, default=6)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--svd", action="store_true", help="also time scipy's float64 SVD (WeightWatcher's path)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    w = torch.from_numpy((rng.standard_t(3, size=(args.rows, args.cols)) / math.sqrt(args.rows)).astype(np.float32))
+    print(f"W: {args.rows} x {args.cols} float32 ({w.numel() * 4 / 2**20:.0f} MiB), Student-t(3), 1 thread")
+
+    t64, exact = best_time(args.repeat, lambda: weight_spectrum(w, dtype="float64").evals)
+    t32, exact32 = best_time(args.repeat, lambda: weight_spectrum(w, dtype="float32").evals)
+    full = fit_power_law(exact)
+    print(f"{'run':34s} {'seconds':>8s} {'vs exact f64':>12s} {'top rel err':>12s} {'k-th rel err':>12s} "
+          f"{'max rel err':>12s} {'alpha':>8s} {'d alpha':>9s}")
+    print(f"{'exact float64 (Gram + syevd)':34s} {t64:8.2f} {1.0:12.2f} {'-':>12s} {'-':>12s} {'-':>12s} "
+          f"{full.alpha:8.4f} {'-':>9s}")
+    top32 = exact32[-args.k[-1]:]
+    err32 = np.abs(top32 - exact[-args.k[-1]:]) / exact[-args.k[-1]:]
+    print(f"{'exact float32 (Gram + syevd)':34s} {t32:8.2f} {t64 / t32:12.2f} {err32[-1]:12.1e} {err32[0]:12.1e} "
+          f"{err32.max():12.1e} {fit_power_law(exact32).alpha:8.4f} {fit_power_law(exact32).alpha - full.alpha:9.1e}")
+    if args.svd:
+        import scipy.linalg
+        w64 = w.double().numpy()
+        tsvd, _ = best_time(args.repeat, lambda: scipy.linalg.svd(w64, compute_uv=False))
+        print(f"{'scipy svd float64 (WeightWatcher)':34s} {tsvd:8.2f} {t64 / tsvd:12.2f}")
+    for k in args.k:
+        t, approx = best_time(args.repeat, lambda: approx_top_eigenvalues(w, k, n_iter=args.n_iter))
+        err = np.abs(approx - exact[-k:]) / exact[-k:]
+        fit = fit_power_law(approx)
+        inside = "inside" if full.n_tail <= k else "OUTSIDE"
+        print(f"{f'approx top-{k} (n_iter={args.n_iter}, float32)':34s} {t:8.2f} {t64 / t:12.2f} {err[-1]:12.1e} "
+              f"{err[0]:12.1e} {err.max():12.1e} {fit.alpha:8.4f} {fit.alpha - full.alpha:9.1e}"
+              f"   exact x_min {inside} the top {k} (n_tail {full.n_tail})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

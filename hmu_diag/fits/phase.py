@@ -1,0 +1,58 @@
+"""The 5+1 phases of training (Martin & Mahoney, JMLR 22(165) 2021, Fig. 12) decided from MP and HTMP fits.
+
+Hodgkinson, Wang & Mahoney (ICML 2025, Fig. 2) reproduce the phases with the HTMP family: the first three have an
+MP bulk (kappa = inf) and differ by outliers; the last three have kappa = 5.5, 1.9 and 1e-3 at gamma = 0.3255
+(research note htmp.md sec. 5-7).  Rules, applied in this order to one layer's spectrum:
+
+1. ``"undetermined"`` - both the MP and the HTMP fit failed (too few or degenerate eigenvalues).
+2. ``"rank-collapse"`` - a fraction >= ``collapse_fraction`` (default 0.1) of the eigenvalues is zero (``rank_loss``
+   plus non-positive values), or the HTMP fit is sure that kappa < ``kappa_collapse`` (default 0.1: kappa_hi below
+   it), i.e. the lower tail rho ~ lambda^(delta-1) with delta -> 0 piles the mass at zero.
+3. kappa finite (the HTMP fit tells the bulk from MP, see :func:`hmu_diag.fits.htmp.fit`):
+   ``"heavy-tailed"`` if kappa <= ``kappa_heavy`` (default 3, between Fig. 2's 1.9 and 5.5; direct orientation),
+   or, for an inverse fit (1/lambda ~ HTMP, upper power-law tail alpha = 1 + delta), if 1 + delta <= ``alpha_heavy``
+   (default 6, HTSR's heavy-tail bound); otherwise ``"bulk-decay"``.
+4. kappa = inf (MP bulk), with the MP fit's spikes above the Tracy-Widom edge (:func:`hmu_diag.fits.mp.fit_mp`):
+   no spike: ``"random-like"``; spikes separated from the bulk (above ``(1 + bleed_margin) bulk_max``, default
+   margin 0.1) at least as many as those just past the edge: ``"bulk+spikes"``; otherwise ``"bleeding-out"``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hmu_diag.fits.htmp import HTMPFit
+from hmu_diag.fits.mp import MPFit
+
+__all__ = ["PHASES", "UNDETERMINED", "classify_phase"]
+
+PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
+UNDETERMINED = "undetermined"
+
+
+def classify_phase(evals, mp: MPFit, htmp: HTMPFit, *, rank_loss: int = 0, collapse_fraction: float = 0.1,
+                   kappa_collapse: float = 0.1, kappa_heavy: float = 3.0, alpha_heavy: float = 6.0,
+                   bleed_margin: float = 0.1) -> str:
+    """Phase of one layer's spectrum: one of :data:`PHASES` or ``"undetermined"`` (rules: module docstring).
+
+    ``evals``: the eigenvalues both fits saw; ``rank_loss``: zero eigenvalues removed before (not in ``evals``).
+    """
+    x = np.asarray(evals, dtype=np.float64).ravel()
+    if not mp.ok and not htmp.ok:
+        return UNDETERMINED
+    n_zero = int(rank_loss) + int(np.sum(~(x > 0)))
+    total = x.size + int(rank_loss)
+    if total and n_zero / total >= collapse_fraction:
+        return "rank-collapse"
+    if htmp.ok and htmp.kappa_hi < kappa_collapse:
+        return "rank-collapse"
+    if htmp.ok and math.isfinite(htmp.kappa):
+        heavy = htmp.kappa <= kappa_heavy if htmp.orientation == "direct" else htmp.pred_alpha <= alpha_heavy
+        return "heavy-tailed" if heavy else "bulk-decay"
+    if not mp.ok:
+        return UNDETERMINED
+    if mp.num_spikes == 0:
+        return "random-like"
+    n_sep = int(np.sum(x > (1.0 + bleed_margin) * mp.bulk_max))
+    return "bulk+spikes" if n_sep >= max(1, mp.num_spikes - n_sep) else "bleeding-out"

@@ -1,0 +1,86 @@
+"""Per-layer HTMP / Marchenko-Pastur / phase columns of the metrics table (one dict per eigenvalue spectrum).
+
+Columns (units: those of the eigenvalues; exponents are dimensionless):
+
+=====================  ===================================================================================
+htmp_kappa             HTMP eigenvalue repulsion (:func:`hmu_diag.fits.htmp.fit`); inf = indistinguishable from MP
+htmp_kappa_lo, _hi     its 95% confidence interval
+htmp_scale             sigma^2, mean of the HTMP variable (lambda, or 1/lambda when the orientation is inverse)
+htmp_orientation       "direct" (lambda ~ HTMP) or "inverse" (1/lambda ~ HTMP), whichever has the smaller KS D
+htmp_delta             delta = kappa (1 - gamma) / (2 gamma)
+htmp_D, mp_D           KS distances of the HTMP and MP fits (each on its own bulk, spikes excluded)
+mp_scale, mp_bulk_max  MP scale (mean of the bulk law) and upper edge scale (1 + sqrt(gamma))^2
+mp_num_spikes          eigenvalues above the Tracy-Widom edge of the MP fit (:func:`hmu_diag.fits.mp.fit_mp`)
+htmp_pred_alpha        1 + delta: predicted power-law exponent of the upper tail of the inverse of the HTMP variable
+                       (of 1/lambda for a direct fit, of lambda for an inverse fit)
+htmp_pred_lower_exp    delta - 1: predicted density exponent of the HTMP variable near 0 (rho ~ x^(delta-1))
+lower_alpha            measured: power-law exponent of the upper tail of 1/lambda (CSN fit,
+                       :func:`hmu_diag.fits.powerlaw.fit_power_law`), i.e. rho(lambda) ~ lambda^(lower_alpha - 2)
+                       near 0; compare with htmp_pred_alpha (direct fits) or htmp_pred_lower_exp + 2
+lower_D                KS distance of that power-law fit
+alpha_minus_pred       alpha (the caller's HTSR exponent of lambda's upper tail) - htmp_pred_alpha; meaningful for
+                       inverse fits, where HTMP predicts that tail
+phase                  5+1 phase (:func:`hmu_diag.fits.phase.classify_phase`) or "undetermined"
+=====================  ===================================================================================
+
+:func:`htmp_metrics` never raises on degenerate data or shapes (too few eigenvalues, all equal, NaN, gamma outside
+(0, 1]): the numbers are NaN, htmp_orientation is "" and phase is "undetermined".
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hmu_diag.errors import HmuDiagError
+from hmu_diag.fits.htmp import fit as htmp_fit
+from hmu_diag.fits.mp import fit_mp
+from hmu_diag.fits.phase import UNDETERMINED, classify_phase
+from hmu_diag.fits.powerlaw import fit_power_law
+
+__all__ = ["COLUMNS", "htmp_metrics"]
+
+COLUMNS = ("htmp_kappa", "htmp_kappa_lo", "htmp_kappa_hi", "htmp_scale", "htmp_orientation", "htmp_delta", "htmp_D",
+           "mp_D", "mp_scale", "mp_bulk_max", "mp_num_spikes", "htmp_pred_alpha", "htmp_pred_lower_exp",
+           "lower_alpha", "lower_D", "alpha_minus_pred", "phase")
+
+
+def _empty() -> dict:
+    row = {c: math.nan for c in COLUMNS}
+    row.update(htmp_orientation="", mp_num_spikes=0, phase=UNDETERMINED)
+    return row
+
+
+def htmp_metrics(evals, gamma: float, *, alpha: float = math.nan, seed: int = 0, rank_loss: int = 0,
+                 n_matrices: int = 1, orientation: str = "auto", ci: str = "asymptotic", spikes: bool = True,
+                 lower_tail: bool = True) -> dict:
+    """The per-layer HTMP/MP/phase columns (module docstring) for one spectrum.
+
+    ``evals``: eigenvalues of the smaller Gram (``rank_loss`` zero eigenvalues may have been removed before);
+    ``gamma``: M/N in (0, 1]; ``alpha``: the layer's HTSR power-law exponent (for ``alpha_minus_pred``);
+    ``n_matrices``: matrices pooled into ``evals``; ``orientation``, ``ci``, ``spikes``, ``seed``: passed to
+    :func:`hmu_diag.fits.htmp.fit`; ``lower_tail=False`` skips the power-law fit of 1/lambda (its columns NaN).
+    """
+    row = _empty()
+    try:
+        x = np.asarray(evals, dtype=np.float64).ravel()
+        with np.errstate(all="ignore"):
+            mp = fit_mp(x, gamma, spikes=spikes, n_matrices=n_matrices)
+            ht = htmp_fit(x, gamma, orientation, spikes=spikes, ci=ci, seed=seed, n_matrices=n_matrices, mp=mp)
+    except (HmuDiagError, ValueError, TypeError, ArithmeticError):
+        return row
+    if mp.ok:
+        row.update(mp_D=mp.D, mp_scale=mp.scale, mp_bulk_max=mp.bulk_max, mp_num_spikes=mp.num_spikes)
+    if ht.ok:
+        row.update(htmp_kappa=ht.kappa, htmp_kappa_lo=ht.kappa_lo, htmp_kappa_hi=ht.kappa_hi, htmp_scale=ht.scale,
+                   htmp_orientation=ht.orientation, htmp_delta=ht.delta, htmp_D=ht.D, htmp_pred_alpha=ht.pred_alpha,
+                   htmp_pred_lower_exp=ht.pred_lower_exp,
+                   alpha_minus_pred=float(alpha) - ht.pred_alpha if math.isfinite(ht.pred_alpha) else math.nan)
+    if lower_tail:
+        pos = x[np.isfinite(x) & (x > 0)]
+        if pos.size >= 10:
+            pl = fit_power_law(1.0 / pos)
+            if pl.ok:
+                row.update(lower_alpha=pl.alpha, lower_D=pl.D)
+    row["phase"] = classify_phase(x, mp, ht, rank_loss=rank_loss)
+    return row

@@ -1,0 +1,285 @@
+"""HTMP density/CDF/Stieltjes/moments against independent references.
+
+References: the mpmath-computed test vectors of research note htmp.md Sec. 3.8 (30-digit mpmath), direct mpmath
+evaluation of Tricomi's U (``mpmath.hyperu`` on -t), scipy.integrate.quad of the density, closed-form moments and
+tail constants (htmp.md Sec. 3.3, 3.6) and the Marchenko-Pastur closed form.
+"""
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+from scipy import integrate
+
+from hmu_diag import htmp
+from hmu_diag.errors import HmuDiagError, OptionError
+from hmu_diag.htmp import _phasegrid, _table
+
+# ---- htmp.md Sec. 3.8 test vectors (scale 1) ------------------------------------------------------------------
+PDF_X = [0.01, 0.1, 0.5, 1.0, 2.0, 5.0]
+PDF_VECTORS = {
+    (0.5, 1.0): [3.581928062, 1.104767591, 0.4386835668, 0.2621809023, 0.123167255, 0.01269204054],
+    (0.3255, 1.9): [0.1692223942, 0.7425697228, 0.6293459848, 0.4109735713, 0.167056378, 9.970891381e-4],
+    (0.3255, 5.5): [3.466657333e-5, 0.2522784758, 0.7084077209, 0.4848300928, 0.1915658622, 6.973424484e-7],
+    (0.25, 0.2): [5.338643704, 1.112586952, 0.3457822117, 0.1897864266, 0.088113021, 0.01716973955],
+}
+# (F(0.5), F(1), F(2)), (S(0.5), S(2)), E[log x], Var
+OTHER_VECTORS = {
+    (0.5, 1.0): ([0.484828542, 0.6532016575, 0.8350670482], [1.050270552, 0.3732155328], -1.144729886, 1.5),
+    (0.3255, 1.9): ([0.343547599, 0.5991024851, 0.8746769323], [0.8650187707, 0.3547523079], -0.4055164083, 0.668132),
+    (0.3255, 5.5): ([0.2808325818, 0.5762207486, 0.9042005339], [0.8043216264, 0.3485625145], -0.2573271292, 0.443864),
+    (0.25, 0.2): ([0.5817852855, 0.7085366123, 0.8378835602], [1.197354841, 0.3897230394], -2.074911039, 2.75),
+}
+
+
+def mp_logpdf(x: float, gamma: float, kappa: float) -> float:
+    """Reference log density at scale 1: direct mpmath evaluation of Eq. (E.5) with mpmath.hyperu on -t."""
+    with mp.workdps(30):
+        a = mp.mpf(kappa) / 2
+        s = mp.mpf(kappa) / (2 * mp.mpf(gamma))
+        d = s - a
+        t = s * mp.mpf(x)
+        u = mp.hyperu(a, 1 - d, -t, maxterms=10 ** 6, maxprec=20000)
+        return float(mp.log(s) + (d - 1) * mp.log(t) - t - mp.loggamma(a + 1) - mp.loggamma(s) - 2 * mp.log(abs(u)))
+
+
+def quad_pdf(f, gamma, kappa, lo, hi, scale=1.0, orientation="direct"):
+    """quad of f(x) pdf(x) over [lo, hi], split at a few points so that peaked densities are resolved; a piece
+    starting at 0 is integrated in u = log x (the density has an integrable x^(delta-1) singularity there)."""
+    edges = sorted({lo, hi, *[p for p in (0.25 * scale, 0.5 * scale, scale, 2 * scale, 4 * scale) if lo < p < hi]})
+    total = 0.0
+    for a, b in zip(edges[:-1], edges[1:]):
+        if a == 0.0:
+            val, _ = integrate.quad(lambda u: f(math.exp(u)) * htmp.pdf(math.exp(u), gamma, kappa, scale, orientation)
+                                    * math.exp(u), -700.0, math.log(b), limit=400, epsabs=1e-14, epsrel=1e-12)
+        else:
+            val, _ = integrate.quad(lambda x: f(x) * htmp.pdf(x, gamma, kappa, scale, orientation), a, b,
+                                    limit=400, epsabs=1e-13, epsrel=1e-12)
+        total += val
+    return total
+
+
+# ---- test vectors -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", list(PDF_VECTORS))
+def test_pdf_matches_research_test_vectors(key):
+    np.testing.assert_allclose(htmp.pdf(PDF_X, *key), PDF_VECTORS[key], rtol=1e-8)
+
+
+@pytest.mark.parametrize("key", list(OTHER_VECTORS))
+def test_cdf_stieltjes_moments_match_research_test_vectors(key):
+    gamma, kappa = key
+    cdf_ref, s_ref, elog_ref, var_ref = OTHER_VECTORS[key]
+    np.testing.assert_allclose(htmp.cdf([0.5, 1.0, 2.0], gamma, kappa), cdf_ref, rtol=1e-8)
+    np.testing.assert_allclose(htmp.stieltjes([0.5, 2.0], gamma, kappa), s_ref, rtol=1e-8)
+    # E[log x] by quadrature of the density (the vector itself came from mpmath), and the closed form
+    elog = quad_pdf(np.log, gamma, kappa, 0.0, 60.0)
+    assert elog == pytest.approx(elog_ref, rel=1e-8)
+    p = htmp.params(gamma, kappa)
+    closed = (2 / kappa) * (math.lgamma(p["s"]) - math.lgamma(p["delta"])) - math.log(p["s"])
+    assert closed == pytest.approx(elog_ref, rel=1e-8)
+    assert htmp.var(gamma, kappa) == pytest.approx(var_ref, rel=1e-6)   # vector given to 6 digits
+
+
+# ---- normalisation, mean, variance by quadrature ---------------------------------------------------------------
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 5.5), (0.5, 2.0), (0.25, 0.7), (0.1, 20.0), (0.9, 3.0),
+                                         (0.05, 5.0), (0.5, 50.0)])
+def test_integrates_to_one_with_mean_scale_and_variance(gamma, kappa):
+    scale = 2.5
+    hi = scale * (1 + 40 * math.sqrt(gamma * (1 + 2 / kappa)))
+    mass = quad_pdf(lambda x: 1.0, gamma, kappa, 0.0, hi, scale)
+    mean = quad_pdf(lambda x: x, gamma, kappa, 0.0, hi, scale)
+    m2 = quad_pdf(lambda x: x * x, gamma, kappa, 0.0, hi, scale)
+    assert mass == pytest.approx(1.0, abs=1e-8)
+    assert mean == pytest.approx(scale, rel=1e-8)
+    assert m2 - mean ** 2 == pytest.approx(scale ** 2 * gamma * (1 + 2 / kappa), rel=1e-7)
+
+
+# ---- agreement with direct mpmath evaluation ------------------------------------------------------------------
+def _points(gamma, kappa):
+    sd = math.sqrt(gamma * (1 + 2 / kappa))
+    return [max(0.02, 1 + c * sd) for c in (-1.5, -0.6, 0.0, 0.7, 1.6, 3.0)]
+
+
+FAST_GRID = [(0.1, 1.0), (0.33, 5.5), (0.5, 0.3), (0.9, 20.0), (0.33, 100.0), (0.5, 2.0), (0.1, 20.0)]
+
+
+@pytest.mark.parametrize("gamma,kappa", FAST_GRID)
+def test_logpdf_matches_mpmath(gamma, kappa):
+    x = _points(gamma, kappa)[::2]
+    ref = [mp_logpdf(xi, gamma, kappa) for xi in x]
+    np.testing.assert_allclose(htmp.logpdf(x, gamma, kappa), ref, rtol=0, atol=1e-8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gamma", [0.1, 0.33, 0.5, 0.9])
+@pytest.mark.parametrize("kappa", [0.3, 1.0, 2.0, 5.5, 20.0, 100.0])
+def test_logpdf_matches_mpmath_dense_grid(gamma, kappa):
+    x = _points(gamma, kappa)
+    ref = [mp_logpdf(xi, gamma, kappa) for xi in x]
+    np.testing.assert_allclose(htmp.logpdf(x, gamma, kappa), ref, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("gamma,kappa,x", [
+    (0.5, 2.0, [0.3, 1.0, 2.2]),        # delta = 1 (integer: connection formula singular)
+    (0.5, 20.0, [0.5, 1.0, 1.6]),       # delta = 10
+    (0.2, 12.0, [0.5, 1.0]),            # delta = 24, research note values 0.8465180, 0.6640161
+    (0.1, 100.0, [0.6, 1.0, 1.5]),      # delta = 450 (hyp1f1 overflows)
+    (1.0, 3.0, [0.01, 0.5, 2.0]),       # gamma = 1: delta = 0, log singularity at 0
+])
+def test_integer_and_large_delta_match_mpmath(gamma, kappa, x):
+    ref = [mp_logpdf(xi, gamma, kappa) for xi in x]
+    np.testing.assert_allclose(htmp.logpdf(x, gamma, kappa), ref, rtol=0, atol=1e-8)
+
+
+def test_research_note_fallback_values():
+    assert htmp.pdf(1.0, 0.5, 2.0) == pytest.approx(0.3224841, abs=1e-7)
+    np.testing.assert_allclose(htmp.pdf([0.5, 1.0], 0.2, 12.0), [0.8465180, 0.6640161], atol=1e-7)
+
+
+# ---- CDF ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 1.9), (0.5, 2.0), (0.1, 5.5), (0.9, 0.3), (0.33, 100.0),
+                                         (0.05, 5.0)])
+def test_cdf_matches_quadrature_of_pdf(gamma, kappa):
+    sd = math.sqrt(gamma * (1 + 2 / kappa))
+    x = np.array([max(0.01, 1 + c * sd) for c in (-1.0, 0.0, 1.0, 2.5)])
+    ref = [quad_pdf(lambda u: 1.0, gamma, kappa, 0.0, xi) for xi in x]
+    f = htmp.cdf(x, gamma, kappa)
+    np.testing.assert_allclose(f, ref, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(f + htmp.sf(x, gamma, kappa), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 5.5), (0.25, 0.2), (0.1, 20.3), (0.9, 7.0)])
+def test_fast_phase_grid_agrees_with_ode_table(gamma, kappa):
+    """Two independent CDF engines: the unwrapped connection-formula phase vs the phase-amplitude ODE."""
+    p = htmp.params(gamma, kappa)
+    x = np.geomspace(0.05, 6.0, 300)
+    t = p["s"] * x
+    fast = _phasegrid.phase(gamma, kappa, t)
+    assert fast is not None
+    table = _table.phase_table(gamma, kappa)
+    inside = np.log(t) <= table.tau_hi
+    ode = table.state(np.log(t[inside]))[2]
+    np.testing.assert_allclose(fast[inside] / (np.pi * p["a"]), ode / (np.pi * p["a"]), atol=1e-9)
+
+
+def test_cdf_is_monotone_with_correct_limits():
+    x = np.concatenate([[0.0, 1e-300], np.geomspace(1e-12, 50, 2000), [np.inf]])
+    for gamma, kappa in [(0.5, 0.3), (0.3255, 5.5), (0.5, 4.0)]:
+        f = htmp.cdf(x, gamma, kappa)
+        assert f[0] == 0.0 and f[-1] == 1.0
+        assert np.all(np.diff(f) >= -1e-14)
+        assert f[-2] == pytest.approx(1.0, abs=1e-12)
+
+
+# ---- scale law, orientation, tails -------------------------------------------------------------------------------
+def test_scale_law():
+    x = np.array([0.1, 0.7, 1.3, 4.0])
+    for scale in (0.01, 3.0):
+        np.testing.assert_allclose(htmp.pdf(x, 0.3255, 1.9, scale=scale),
+                                   htmp.pdf(x / scale, 0.3255, 1.9) / scale, rtol=1e-12)
+        np.testing.assert_allclose(htmp.cdf(x, 0.3255, 1.9, scale=scale), htmp.cdf(x / scale, 0.3255, 1.9),
+                                   atol=1e-14)
+
+
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 5.5), (0.5, 1.0), (0.25, 3.0)])
+def test_inverse_orientation_normalised_and_consistent(gamma, kappa):
+    scale = 1.7
+    mass = quad_pdf(lambda x: 1.0, gamma, kappa, 0.0, 1e3, scale=1 / scale, orientation="inverse")
+    tail = htmp.sf(1e3, gamma, kappa, scale, "inverse")
+    assert mass + tail == pytest.approx(1.0, abs=1e-8)
+    mu = np.array([0.3, 0.8, 2.0])
+    np.testing.assert_allclose(htmp.pdf(mu, gamma, kappa, scale, "inverse"),
+                               htmp.pdf(1 / mu, gamma, kappa, scale) / mu ** 2, rtol=1e-12)
+    np.testing.assert_allclose(htmp.cdf(mu, gamma, kappa, scale, "inverse"), htmp.sf(1 / mu, gamma, kappa, scale),
+                               atol=1e-14)
+    d = htmp.params(gamma, kappa)["delta"]
+    if d > 1:
+        m1 = quad_pdf(lambda x: x, gamma, kappa, 0.0, 1e4, scale=1 / scale, orientation="inverse")
+        assert htmp.mean(gamma, kappa, scale, "inverse") == pytest.approx(m1, rel=1e-6)
+
+
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 1.9), (0.5, 3.0), (0.25, 0.2)])
+def test_inverse_upper_tail_slope_and_lower_tail_constant(gamma, kappa):
+    p = htmp.params(gamma, kappa)
+    a, s, d = p["a"], p["s"], p["delta"]
+    mu = np.array([1e7, 1e8])
+    slope = np.diff(htmp.logpdf(mu, gamma, kappa, orientation="inverse")) / np.diff(np.log(mu))
+    assert slope[0] == pytest.approx(-(1 + d), abs=1e-5)
+    # rho(x) ~ C0 x^(delta-1), C0 = theta^delta Gamma(s) / (Gamma(1+a) Gamma(delta)^2) (htmp.md Sec. 3.6)
+    log_c0 = d * math.log(s) + math.lgamma(s) - math.lgamma(1 + a) - 2 * math.lgamma(d)
+    x = 1e-9
+    assert float(htmp.logpdf(x, gamma, kappa)) == pytest.approx(log_c0 + (d - 1) * math.log(x), abs=1e-6)
+
+
+def test_marchenko_pastur_limit():
+    gamma = 0.5
+    lo, hi = htmp.mp_edges(gamma)
+    x = np.linspace(lo, hi, 400)
+    gaps = [np.abs(htmp.cdf(x, gamma, k) - htmp.mp_cdf(x, gamma)).max() for k in (5.3, 50.3, 300.3)]
+    assert gaps[0] > gaps[1] > gaps[2]
+    assert gaps[2] < 0.01
+    np.testing.assert_array_equal(htmp.pdf(x, gamma, np.inf), htmp.mp_pdf(x, gamma))
+    np.testing.assert_array_equal(htmp.cdf(x, gamma, np.inf, scale=2.0), htmp.mp_cdf(x, gamma, 2.0))
+
+
+# ---- Stieltjes and moments ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 5.5), (0.5, 2.0), (0.2, 12.0)])
+def test_stieltjes_matches_quadrature(gamma, kappa):
+    scale = 1.5
+    for z in (0.05, 1.0, 20.0):
+        ref = quad_pdf(lambda x: 1 / (x + z), gamma, kappa, 0.0, 80.0, scale)
+        assert htmp.stieltjes(z, gamma, kappa, scale) == pytest.approx(ref, rel=1e-8)
+        ref_inv = quad_pdf(lambda x: 1 / (1 / x + z), gamma, kappa, 0.0, 80.0, scale)   # E[1/(mu + z)], mu = 1/x
+        assert htmp.stieltjes(z, gamma, kappa, scale, "inverse") == pytest.approx(ref_inv, rel=1e-8)
+
+
+def test_stieltjes_mp_limit_matches_quadrature():
+    lo, hi = htmp.mp_edges(0.4, 2.0)
+    for z in (0.1, 3.0):
+        ref, _ = integrate.quad(lambda x: htmp.mp_pdf(x, 0.4, 2.0) / (x + z), lo, hi, epsabs=1e-13)
+        assert htmp.stieltjes(z, 0.4, np.inf, 2.0) == pytest.approx(ref, rel=1e-9)
+
+
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 5.5), (0.2, 12.0)])
+def test_moments_recursion_matches_quadrature(gamma, kappa):
+    scale = 0.7
+    ks = [2, 3, 4, -1, -2]
+    got = htmp.moments(ks, gamma, kappa, scale)
+    for k, g in zip(ks, got):
+        ref = quad_pdf(lambda x: x ** k, gamma, kappa, 0.0, 60.0, scale)
+        assert g == pytest.approx(ref, rel=1e-8), k
+    assert htmp.moments(-3, 0.5, 1.0) == math.inf     # delta = 0.5: E[1/lambda^3] diverges
+    np.testing.assert_allclose(htmp.moments([1, 2, 3], 0.3, np.inf, 2.0),
+                               [htmp.mp_moment(k, 0.3, 2.0) for k in (1, 2, 3)])
+    assert htmp.moments(2, gamma, kappa, scale, "inverse") == pytest.approx(htmp.moments(-2, gamma, kappa, scale))
+
+
+# ---- argument handling -------------------------------------------------------------------------------------------
+def test_edges_and_scalars():
+    assert htmp.pdf(0.0, 0.5, 1.0) == 0.0 and htmp.pdf(-1.0, 0.5, 1.0) == 0.0
+    assert htmp.cdf(-1.0, 0.5, 1.0) == 0.0 and htmp.cdf(np.inf, 0.5, 1.0) == 1.0
+    assert htmp.sf(0.0, 0.5, 1.0) == 1.0
+    assert htmp.cdf(np.inf, 0.5, 1.0, orientation="inverse") == 1.0
+    assert htmp.cdf(0.0, 0.5, 1.0, orientation="inverse") == 0.0
+    assert isinstance(htmp.pdf(1.0, 0.5, 1.0), float)
+    assert htmp.pdf(np.ones((2, 3)), 0.5, 1.0).shape == (2, 3)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(gamma=1.5, kappa=1.0), "gamma must be in"),
+    (dict(gamma=0.0, kappa=1.0), "gamma must be in"),
+    (dict(gamma=0.5, kappa=0.0), "kappa must be > 0"),
+    (dict(gamma=0.5, kappa=float("nan")), "kappa must be > 0"),
+    (dict(gamma=0.5, kappa=1.0, scale=-1.0), "scale must be finite and > 0"),
+    (dict(gamma=0.5, kappa=1.0, orientation="sideways"), "orientation must be"),
+])
+def test_bad_arguments_raise_one_line_errors(kwargs, match):
+    with pytest.raises(OptionError, match=match) as info:
+        htmp.pdf(1.0, **kwargs)
+    assert "\n" not in str(info.value) and str(info.value).startswith("htmp.logpdf")
+    with pytest.raises(HmuDiagError, match="NaN"):
+        htmp.cdf([1.0, float("nan")], 0.5, 1.0)
+    with pytest.raises(HmuDiagError, match="z must be > 0"):
+        htmp.stieltjes(-1.0, 0.5, 1.0)

@@ -1,0 +1,115 @@
+"""analyze(): the whole pipeline on small models, on a real checkpoint against WeightWatcher 0.7.7, and its options."""
+import io
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from hmu_diag.errors import OptionError
+from hmu_diag.fits.powerlaw import fit_power_law
+from hmu_diag.pipeline import IDENTITY_COLUMNS, analyze, compute_spectra
+from hmu_diag.summary import summarize
+from tests.wheels import wheel_member
+
+
+@pytest.fixture(scope="module")
+def onet_state_dict():
+    blob = wheel_member("facenet-pytorch==2.6.0", "facenet_pytorch/data/onet.pt")
+    return torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(100, 32), nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 64), nn.LayerNorm(64),
+                         nn.Linear(64, 3))
+
+
+def test_one_row_per_tensor_with_reasons():
+    df = analyze(small_model(), htmp=False)
+    assert list(df.columns[:len(IDENTITY_COLUMNS)]) == IDENTITY_COLUMNS
+    by_layer = df.set_index("layer")
+    assert by_layer.loc["0", "kind"] == "embedding" and by_layer.loc["0", "status"] == "ok"
+    assert by_layer.loc["1", "status"] == "ok" and by_layer.loc["3", "status"] == "ok"
+    assert by_layer.loc["5", "status"].startswith("skipped: ") and "3" in by_layer.loc["5", "status"]
+    assert all(s.startswith("skipped: ") for s in df.loc[df["layer"].str.endswith("bias"), "status"])
+    assert (df["source"] == "weights").all() and (df.loc[df.status == "ok", "dtype"] == "float64").all()
+
+
+def test_alpha_is_the_fit_of_the_exact_svd_spectrum():
+    model = small_model()
+    df = analyze(model, htmp=False).set_index("layer")
+    w = model[3].weight.detach().double().numpy()
+    evals = np.linalg.svd(w, compute_uv=False) ** 2
+    ref = fit_power_law(evals)
+    assert df.loc["3", "alpha"] == pytest.approx(ref.alpha, rel=1e-9)
+    assert df.loc["3", "xmin"] == pytest.approx(ref.xmin, rel=1e-9)
+    assert df.loc["3", "lambda_max"] == pytest.approx(evals.max(), rel=1e-10)
+    assert df.loc["3", "N"] == 128 and df.loc["3", "M"] == 64
+
+
+def test_compute_spectra_matches_rows():
+    spectra = compute_spectra(small_model())
+    df = analyze(small_model(), htmp=False).set_index("layer")
+    for (_, layer), spectrum in spectra.items():
+        assert spectrum.evals.size == df.loc[layer, "num_evals"]
+
+
+def test_per_layer_alpha_agrees_with_weightwatcher_on_real_onet(onet_state_dict):
+    """MTCNN ONet (facenet-pytorch 2.6.0): our alpha equals WeightWatcher 0.7.7's to 1e-9 relative on every layer
+    with at least 20 eigenvalues, in WW's own conv mode (pooled kernel slices).  WW fits layers with 8-19
+    eigenvalues with a different small-N estimator, so dense6_3 (10 eigenvalues) is not compared.  WW also scales
+    pooled conv eigenvalues by 1/2 (conv2d_norm), which leaves alpha unchanged and halves xmin."""
+    import weightwatcher as ww
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    theirs = ww.WeightWatcher(model=onet_state_dict).analyze().set_index("name")
+    ours = analyze(onet_state_dict, conv="slices", htmp=False).set_index("layer")
+    compared = 0
+    for name, row in theirs.iterrows():
+        if row["num_evals"] < 20:
+            continue
+        mine = ours.loc[name]
+        assert mine["num_evals"] == row["num_evals"]
+        assert mine["alpha"] == pytest.approx(row["alpha"], rel=1e-9), name
+        assert mine["D"] == pytest.approx(row["D"], rel=1e-9), name
+        assert mine["num_pl_spikes"] == row["num_pl_spikes"], name
+        scale = 0.5 if name.startswith("conv") else 1.0
+        assert mine["xmin"] * scale == pytest.approx(row["xmin"], rel=1e-9), name
+        compared += 1
+    assert compared == 5
+
+
+def test_float32_mode_is_labelled_and_close(onet_state_dict):
+    d64 = analyze(onet_state_dict, htmp=False).set_index("layer")
+    d32 = analyze(onet_state_dict, htmp=False, dtype="float32").set_index("layer")
+    ok = d64.index[d64.status == "ok"]
+    assert (d32.loc[ok, "dtype"] == "float32").all()
+    np.testing.assert_allclose(d32.loc[ok, "lambda_max"], d64.loc[ok, "lambda_max"], rtol=1e-5)
+
+
+def test_summary_excludes_embeddings_and_counts_skips():
+    df = analyze(small_model(), htmp=False)
+    s = summarize(df)
+    ok = df[(df.status == "ok") & (df.kind != "embedding")]
+    row = s.iloc[0]
+    assert row["alpha"] == pytest.approx(ok["alpha"].mean())
+    assert row["n_excluded"] == 1 and row["n_skipped"] == (df.status.str.startswith("skipped")).sum()
+
+
+@pytest.mark.parametrize("bad", [{"conv": "fft"}, {"dtype": "float16"}, {"min_evals": 0},
+                                 {"fix_fingers": "yes"}])
+def test_bad_options_are_one_line_errors(bad):
+    with pytest.raises(OptionError):
+        analyze(small_model(), **bad)
+
+
+def test_directory_of_checkpoints_gives_one_model_each(tmp_path):
+    from safetensors.torch import save_file
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        save_file({"fc.weight": torch.randn(40, 30)}, str(tmp_path / f"m{seed}.safetensors"))
+    df = analyze(tmp_path, htmp=False)
+    assert sorted(df["model"].unique()) == ["m1.safetensors", "m2.safetensors"]
+    assert isinstance(summarize(df), pd.DataFrame) and len(summarize(df)) == 2
