@@ -45,8 +45,8 @@ def exact_eigenvalues(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> np.
 
     def flat_loss(th):
         parts = th.split([s.numel() for s in shapes])
-        return F.cross_entropy(torch.func.functional_call(model, {n: t.view(s) for n, t, s in zip(names, parts, shapes)},
-                                                          (X,)), y)
+        params = {n: t.view(s) for n, t, s in zip(names, parts, shapes)}
+        return F.cross_entropy(torch.func.functional_call(model, params, (X,)), y)
 
     return np.linalg.eigvalsh(torch.func.hessian(flat_loss)(theta).numpy())[::-1]
 
@@ -106,8 +106,8 @@ def main() -> None:
             print(f"{k:>3}  {name:<44} {n:>6} {s:>8.2f} {err:>12.2e}  {ok}")
         for i in (0, 1):   # equal accuracy: the cheapest hmu-diag Lanczos run at least as accurate as PyHessian's
             mine = min((j for j in (2, 4) if errs[j] <= errs[i]), key=lambda j: rows[j][2])
-            print(f"     at error <= {errs[i]:.1e}: PyHessian / hmu-diag lanczos = {rows[i][2] / rows[mine][2]:.1f}x HVPs, "
-                  f"{rows[i][3] / rows[mine][3]:.1f}x time")
+            print(f"     at error <= {errs[i]:.1e}: PyHessian / hmu-diag lanczos = "
+                  f"{rows[i][2] / rows[mine][2]:.1f}x HVPs, {rows[i][3] / rows[mine][3]:.1f}x time")
         print()
 
 

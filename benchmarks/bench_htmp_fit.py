@@ -7,7 +7,8 @@ For 768 x 3072 (gamma = 0.25) and 768 x 768 (gamma = 1) float64 matrices with a 
 * ``fit_mp``, ``fit(direct)``, ``fit(auto)`` (both orientations, the default of ``htmp_metrics``),
 * ``htmp_metrics`` (all columns: both fits, the power-law fit of 1/lambda and the phase),
 
-and each as a ratio of the eigvalsh time (steps interleaved, medians of ``repeats`` rounds).  Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_htmp_fit.py``.
+and each as a ratio of the eigvalsh time (steps interleaved, medians of ``repeats`` rounds).
+Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_htmp_fit.py``.
 """
 from __future__ import annotations
 

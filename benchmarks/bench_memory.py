@@ -12,12 +12,13 @@ The claims checked (WeightWatcher research §6 item 6, target "≤ 2× the large
 top of the baseline grows with the largest matrix (or shard), not with the checkpoint:
 
     peak_anon(analyze) − peak_anon(baseline)  ≤  2 × bytes(largest matrix as stored)            (anonymous memory)
-    ru_maxrss(analyze) − ru_maxrss(baseline)  ≤  bytes(largest shard) + 2 × bytes(largest matrix)  (what `time -v` shows)
+    ru_maxrss(analyze) − ru_maxrss(baseline)  ≤  bytes(largest shard) + 2 × bytes(largest matrix)   (`time -v`)
 
 Anonymous memory (RssAnon: tensors, numpy arrays, heap) is what can exhaust RAM; file-backed pages of memory-mapped
 shards (RssFile) are clean page cache the kernel can drop, but they count in ru_maxrss (and in a container's memory
-accounting) for as long as a shard stays mapped, so both are reported.  WeightWatcher is not run here: it skips matrices with more than 50,000 rows, i.e. most of this
-checkpoint (§3 of the research notes has its measured 5× per-matrix footprint).
+accounting) for as long as a shard stays mapped, so both are reported.  WeightWatcher is not run here: it skips
+matrices with more than 50,000 rows, i.e. most of this checkpoint (§3 of the research notes has its measured 5×
+per-matrix footprint).
 
     python benchmarks/bench_memory.py                    # makes /tmp/hmu_bench/ckpt-2.5gb once (~2.5 GB), then runs
     python benchmarks/bench_memory.py --folder DIR --option htmp=false

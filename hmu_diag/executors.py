@@ -1,7 +1,9 @@
 """Run one function over many tasks — in-process, on a local process pool, or on a Dask cluster — with one contract.
 
 :func:`run_tasks` applies a picklable top-level function to every task and returns the results **in task order**; the
-list is the same whichever executor ran it (bit for bit when each task runs with the same number of BLAS threads).
+list is the same whichever executor ran it: bit for bit for deterministic tasks; numeric kernels agree to rounding
+(~1e-14 measured with one BLAS thread per task, where MKL picks alignment-dependent kernels in another process; a
+different number of BLAS threads sums in another order).
 A task that raises does not stop the run: its slot holds a :class:`TaskFailure` (the exception type, message and
 formatted traceback), and every other task still runs.  When a local worker process dies (killed, out of memory, a
 segfault in native code) the pool breaks and every task in flight is lost; those tasks are rerun one at a time in a
@@ -118,8 +120,8 @@ def run_tasks(fn: Callable[[Any], Any], tasks: Iterable[Any], *, executor: str =
     executor : "local" (process pool, default), "serial" (this process) or "dask" (a distributed cluster).
     n_jobs : worker processes for "local" (default: every available core); ignored by the others.
     threads_per_worker : BLAS/OpenMP/torch threads of each "local" worker (default ``max(1, cores // n_jobs)``).
-        Results are bit-identical across executors only when each task runs with the same number of threads as in
-        the serial run (multi-threaded BLAS reductions sum in a different order); otherwise they agree to rounding.
+        Numeric results match the serial run most closely when each task runs with as many threads as it would
+        there (multi-threaded BLAS reductions sum in a different order).
     scheduler : for "dask", the scheduler address or a ``distributed.Client``; default the current client.
     progress : show a tqdm bar on stderr (only when stderr is a terminal).
     on_result : called in this process as ``on_result(index, result)`` as each task finishes (completion order),

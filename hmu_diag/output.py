@@ -45,7 +45,8 @@ def write_summary(summary: pd.DataFrame, outdir: str | Path, *, extra: dict[str,
     """Write ``OUTDIR/summary.json``: ``{"models": {model: {metric: value}}, ...extra}``."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    models = {str(model): {k: _plain(v) for k, v in row.items()} for model, row in summary.iterrows()}
+    models = {str(model): {k: _plain(v) for k, v in row.items()}
+              for model, row in summary.to_dict(orient="index").items()}
     payload = {"models": models, **(extra or {})}
     path = outdir / "summary.json"
     path.write_text(json.dumps(payload, indent=2, default=_plain))

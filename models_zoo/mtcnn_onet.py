@@ -45,7 +45,8 @@ def onet_weights_path() -> Path:
     except (md.PackageNotFoundError, StopIteration):
         import importlib.util   # the repository's wheel cache helper, found from this file (works from any cwd)
 
-        spec = importlib.util.spec_from_file_location("_hmu_wheels", Path(__file__).resolve().parents[1] / "tests" / "wheels.py")
+        helper = Path(__file__).resolve().parents[1] / "tests" / "wheels.py"
+        spec = importlib.util.spec_from_file_location("_hmu_wheels", helper)
         wheels = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(wheels)
         return wheels.wheel_member_file(ONET_WHEEL, ONET_MEMBER)

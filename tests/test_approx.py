@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hmu_diag.errors import OptionError
-from hmu_diag.spectra.approx import approx_top_eigenvalues
+from hmu_diag.spectra.approx import approx_top_eigenvalues, krylov_is_cheaper
 
 
 def exact_top(w: np.ndarray, k: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def relative_errors(approx: np.ndarray, exact: np.ndarray) -> np.ndarray:
 def test_heavy_tailed_top_is_accurate_and_never_above_the_exact_values(heavy):
     k = 60
     exact = exact_top(heavy, k)
-    approx = approx_top_eigenvalues(heavy, k, dtype="float64")
+    approx = approx_top_eigenvalues(heavy, k, dtype="float64", method="krylov")
     assert approx.shape == (k,) and approx.dtype == np.float64 and np.all(np.diff(approx) >= 0)
     err = relative_errors(approx, exact)
     assert err.max() < 1e-3  # measured 5e-5, at the k-th value
@@ -48,39 +48,52 @@ def test_heavy_tailed_top_is_accurate_and_never_above_the_exact_values(heavy):
 def test_flat_bulk_error_shrinks_with_iterations(noise):
     k = 40
     exact = exact_top(noise, k)
-    errors = [relative_errors(approx_top_eigenvalues(noise, k, n_iter=q, dtype="float64"), exact).max()
-              for q in (1, 3, 6)]
+    errors = [relative_errors(approx_top_eigenvalues(noise, k, n_iter=q, dtype="float64", method="krylov"),
+                              exact).max() for q in (1, 3, 6)]
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 2e-2  # measured 5e-3: the hardest case (no spectral gap)
 
 
 def test_float32_matches_float64(heavy):
-    a32 = approx_top_eigenvalues(heavy, 30, dtype="float32")
-    a64 = approx_top_eigenvalues(heavy, 30, dtype="float64")
+    a32 = approx_top_eigenvalues(heavy, 30, dtype="float32", method="krylov")
+    a64 = approx_top_eigenvalues(heavy, 30, dtype="float64", method="krylov")
     assert relative_errors(a32, a64).max() < 1e-4
 
 
 def test_orientation_numpy_torch_and_seed(heavy):
-    a = approx_top_eigenvalues(heavy, 20, dtype="float64", seed=3)
+    def top20(w, seed=3):
+        return approx_top_eigenvalues(w, 20, dtype="float64", seed=seed, method="krylov")
+
+    a = top20(heavy)
     # the transposed matrix (another memory layout, so other BLAS rounding) has the same spectrum
-    assert np.allclose(a, approx_top_eigenvalues(heavy.T.copy(), 20, dtype="float64", seed=3), rtol=1e-12, atol=0)
-    assert np.array_equal(a, approx_top_eigenvalues(torch.from_numpy(heavy), 20, dtype="float64", seed=3))
-    assert np.array_equal(a, approx_top_eigenvalues(heavy, 20, dtype="float64", seed=3))  # deterministic
-    b = approx_top_eigenvalues(heavy, 20, dtype="float64", seed=4)
+    assert np.allclose(a, top20(heavy.T.copy()), rtol=1e-12, atol=0)
+    assert np.array_equal(a, top20(torch.from_numpy(heavy)))
+    assert np.array_equal(a, top20(heavy))  # deterministic
+    b = top20(heavy, seed=4)
     assert not np.array_equal(a, b) and relative_errors(a, b).max() < 1e-2  # measured 2e-3 (at the k-th value)
 
 
 def test_half_precision_input(heavy):
     w = torch.from_numpy(heavy[:, :200]).to(torch.bfloat16)
     exact = exact_top(w.double().numpy(), 10)  # the matrix actually stored, in float64
-    assert relative_errors(approx_top_eigenvalues(w, 10, dtype="float64"), exact).max() < 1e-4  # measured 1e-5
+    approx = approx_top_eigenvalues(w, 10, dtype="float64", method="krylov")
+    assert relative_errors(approx, exact).max() < 1e-4  # measured 1e-5
 
 
-def test_small_matrices_fall_back_to_the_exact_spectrum():
+def test_auto_uses_the_exact_spectrum_when_krylov_costs_more():
     w = np.random.default_rng(5).standard_normal((300, 100))
-    # (k + oversample)(n_iter + 1) >= M: the Krylov space would be all of range(W)
+    # (k + oversample)(3 n_iter + 2) >= M: Krylov would need more flops than W^T W + syevd
+    assert not krylov_is_cheaper(300, 100, 30, 6)
     assert np.allclose(approx_top_eigenvalues(w, 20, dtype="float64"), exact_top(w, 20), rtol=1e-12)
-    assert np.allclose(approx_top_eigenvalues(w, 100, dtype="float64"), exact_top(w, 100), rtol=1e-10)
+    assert np.allclose(approx_top_eigenvalues(w, 100, dtype="float64", method="krylov"), exact_top(w, 100), rtol=1e-10)
+    assert np.allclose(approx_top_eigenvalues(w, 5, dtype="float64", method="exact"), exact_top(w, 5), rtol=1e-12)
+
+
+def test_cost_model_prefers_krylov_only_for_a_small_k():
+    # flops: Krylov 2NMb(3q+2) + 2N(b(q+1))^2 against exact 2NM^2 + 4M^3/3 (module docstring)
+    assert krylov_is_cheaper(50_000, 4096, 64 + 10, 6)
+    assert not krylov_is_cheaper(50_000, 4096, 256 + 10, 6)
+    assert not krylov_is_cheaper(50_000, 4096, 600, 6)  # the Krylov space would exceed M
 
 
 @pytest.mark.parametrize("k", [0, 601])
@@ -96,6 +109,8 @@ def test_bad_shapes_and_dtypes_are_option_errors(heavy):
         approx_top_eigenvalues(heavy, 5, dtype="int8")
     with pytest.raises(OptionError, match="n_iter"):
         approx_top_eigenvalues(heavy, 5, n_iter=-1)
+    with pytest.raises(OptionError, match="method='lanczos'"):
+        approx_top_eigenvalues(heavy, 5, method="lanczos")
 
 
 # ------------------------------------------------------------------ power-law fits on a partial spectrum
@@ -126,7 +141,7 @@ def test_top_k_fit_equals_full_fit_when_xmin_is_inside_the_top_k(tailed):
     assert exact_top_k.alpha == pytest.approx(full.alpha, rel=1e-12)
     assert exact_top_k.D == pytest.approx(full.D, rel=1e-12)
     # the same with the approximate top k: x_min is the same eigenvalue (to the approximation error), alpha close
-    approx = powerlaw_fit(approx_top_eigenvalues(w, k, dtype="float32"))
+    approx = powerlaw_fit(approx_top_eigenvalues(w, k, dtype="float32", method="krylov"))
     assert approx.xmin == pytest.approx(full.xmin, rel=1e-3)
     assert abs(approx.alpha - full.alpha) < 1e-3  # measured 4e-6
 
@@ -142,5 +157,5 @@ def test_hmu_fitter_on_the_top_k_matches_its_full_fit(tailed):
     assert (top.xmin, top.n_tail) == (full.xmin, full.n_tail)
     assert top.alpha == pytest.approx(full.alpha, rel=1e-12) and top.D == pytest.approx(full.D, rel=1e-12)
     assert top.n == k and full.n == evals.size  # n counts what was passed: report the full M separately
-    approx = fit_power_law(approx_top_eigenvalues(w, k))
+    approx = fit_power_law(approx_top_eigenvalues(w, k, method="krylov"))
     assert approx.n_tail == full.n_tail and abs(approx.alpha - full.alpha) < 1e-3

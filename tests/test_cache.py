@@ -1,5 +1,5 @@
-"""ResultCache and fingerprints: exact round trips, atomic writes, keys that change with content/options, corrupt entries
-read as misses.  References: hashlib.sha256 of the bytes, float identity (math.isnan / ==) of the stored values."""
+"""ResultCache and fingerprints: exact round trips, atomic writes, keys that change with content/options, corrupt
+entries read as misses.  References: hashlib.sha256 of the bytes, float identity (math.isnan / ==) of the stored values."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hmu_diag.cache import ResultCache, file_fingerprint, result_key, source_fingerprint
 
@@ -23,9 +25,11 @@ ROW = {"layer": "blocks.0.attn:q", "alpha": 2.718281828459045, "xmin": 1e-300, "
 
 def same(a: dict, b: dict) -> bool:
     """Equal keys and values, NaN equal to NaN, floats compared bit for bit (no tolerance)."""
-    return a.keys() == b.keys() and all(
-        (isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])) or (a[k] == b[k] and type(a[k]) is type(b[k]))
-        for k in a)
+    def equal(x, y):
+        if isinstance(x, float) and math.isnan(x):
+            return isinstance(y, float) and math.isnan(y)
+        return x == y and type(x) is type(y)
+    return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
 
 
 def test_round_trip_is_exact_including_nan_and_inf(tmp_path):
@@ -183,3 +187,16 @@ def test_in_memory_and_missing_sources_are_not_cached(tmp_path):
     assert source_fingerprint(object()) is None
     assert source_fingerprint(tmp_path / "missing.pt") is None
     assert source_fingerprint([]) is None
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.text(max_size=30),
+                    st.floats(allow_nan=True, allow_infinity=True))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.text(max_size=20), scalars, max_size=12), st.text(max_size=40))
+def test_any_row_of_scalars_round_trips_exactly(tmp_path, row, layer):
+    cache = ResultCache(tmp_path)
+    key = result_key("9" * 64, layer, {"seed": 0})
+    cache.put(key, row)
+    assert same(cache.get(key), row)

@@ -144,7 +144,8 @@ def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
 @pytest.mark.dask
 def test_dask_cluster_gives_identical_results():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             assert run_tasks(spectrum_task, TASKS, executor="dask", scheduler=client) == expected()
         # by address: run_tasks opens and closes its own client

@@ -86,8 +86,10 @@ def test_top_k_density_trace_against_exact(problem):
     # SLQ density vs the exact Gaussian-smoothed ESD at the same kernel width, on the same grid
     exact = scipy.stats.norm.pdf(spec.grid[:, None], loc=lam[None, :], scale=spec.sigma).mean(axis=1)
     l1 = np.trapezoid(np.abs(spec.density - exact), spec.grid)
-    assert l1 < 0.15        # measured 0.06 (10 probes x 90 steps, P = 123)
-    assert abs(spec.negative_fraction - (lam < -spec.sigma).mean()) < 0.15
+    # measured 0.096-0.097 for seeds 0-2 (10 probes x 90 steps; P = 123, so each probe's quadrature is noisy);
+    # 100 probes give 0.031: the error is Monte-Carlo (~ 1/sqrt(n_probes)), 90 vs 123 steps change nothing
+    assert l1 < 0.15
+    assert abs(spec.negative_fraction - (lam < -spec.sigma).mean()) < 0.05     # measured 0.30-0.32 vs 0.30
     assert spec.lambda_min >= lam[-1] - 1e-10             # Ritz values are upper bounds on the smallest eigenvalue
 
 

@@ -45,19 +45,24 @@ def mp_logpdf(x: float, gamma: float, kappa: float) -> float:
         return float(mp.log(s) + (d - 1) * mp.log(t) - t - mp.loggamma(a + 1) - mp.loggamma(s) - 2 * mp.log(abs(u)))
 
 
-def quad_pdf(f, gamma, kappa, lo, hi, scale=1.0, orientation="direct"):
-    """quad of f(x) pdf(x) over [lo, hi], split at a few points so that peaked densities are resolved; a piece
-    starting at 0 is integrated in u = log x (the density has an integrable x^(delta-1) singularity there)."""
-    edges = sorted({lo, hi, *[p for p in (0.25 * scale, 0.5 * scale, scale, 2 * scale, 4 * scale) if lo < p < hi]})
+def quad_pdf(f, gamma, kappa, lo, hi, scale=1.0, orientation="direct", split=None):
+    """Adaptive quadrature (scipy.integrate.quad_vec, Gauss-Kronrod 21) of f(x) pdf(x) over [lo, hi]; f may return a
+    vector (several moments in one pass).  The range is split at a few points so that peaked densities are
+    resolved, and a piece starting at 0 is integrated in u = log x from u = -700 (the density has an integrable
+    x^(delta-1) singularity at 0; the mass below e^-700 is negligible for the delta used here)."""
+    c = scale if split is None else split
+    edges = sorted({lo, hi, *[p for p in (0.25 * c, 0.5 * c, c, 2 * c, 4 * c) if lo < p < hi]})
     total = 0.0
     for a, b in zip(edges[:-1], edges[1:]):
         if a == 0.0:
-            val, _ = integrate.quad(lambda u: f(math.exp(u)) * htmp.pdf(math.exp(u), gamma, kappa, scale, orientation)
-                                    * math.exp(u), -700.0, math.log(b), limit=400, epsabs=1e-14, epsrel=1e-12)
+            def g(u):
+                x = math.exp(u)
+                return np.asarray(f(x)) * htmp.pdf(x, gamma, kappa, scale, orientation) * x
+            val, _ = integrate.quad_vec(g, -700.0, math.log(b), epsabs=1e-14, epsrel=1e-12, limit=400)
         else:
-            val, _ = integrate.quad(lambda x: f(x) * htmp.pdf(x, gamma, kappa, scale, orientation), a, b,
-                                    limit=400, epsabs=1e-13, epsrel=1e-12)
-        total += val
+            val, _ = integrate.quad_vec(lambda x: np.asarray(f(x)) * htmp.pdf(x, gamma, kappa, scale, orientation),
+                                        a, b, epsabs=1e-14, epsrel=1e-12, limit=400)
+        total = total + val
     return total
 
 
@@ -88,9 +93,7 @@ def test_cdf_stieltjes_moments_match_research_test_vectors(key):
 def test_integrates_to_one_with_mean_scale_and_variance(gamma, kappa):
     scale = 2.5
     hi = scale * (1 + 40 * math.sqrt(gamma * (1 + 2 / kappa)))
-    mass = quad_pdf(lambda x: 1.0, gamma, kappa, 0.0, hi, scale)
-    mean = quad_pdf(lambda x: x, gamma, kappa, 0.0, hi, scale)
-    m2 = quad_pdf(lambda x: x * x, gamma, kappa, 0.0, hi, scale)
+    mass, mean, m2 = quad_pdf(lambda x: [1.0, x, x * x], gamma, kappa, 0.0, hi, scale)
     assert mass == pytest.approx(1.0, abs=1e-8)
     assert mean == pytest.approx(scale, rel=1e-8)
     assert m2 - mean ** 2 == pytest.approx(scale ** 2 * gamma * (1 + 2 / kappa), rel=1e-7)
@@ -139,12 +142,12 @@ def test_research_note_fallback_values():
 
 
 # ---- CDF ---------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("gamma,kappa", [(0.3255, 1.9), (0.5, 2.0), (0.1, 5.5), (0.9, 0.3), (0.33, 100.0),
+@pytest.mark.parametrize("gamma,kappa", [(0.3255, 1.9), (0.5, 2.0), (0.1, 5.5), (0.9, 3.0), (0.33, 100.0),
                                          (0.05, 5.0)])
 def test_cdf_matches_quadrature_of_pdf(gamma, kappa):
     sd = math.sqrt(gamma * (1 + 2 / kappa))
     x = np.array([max(0.01, 1 + c * sd) for c in (-1.0, 0.0, 1.0, 2.5)])
-    ref = [quad_pdf(lambda u: 1.0, gamma, kappa, 0.0, xi) for xi in x]
+    ref = np.cumsum([quad_pdf(lambda u: 1.0, gamma, kappa, lo, hi) for lo, hi in zip([0.0, *x[:-1]], x)])
     f = htmp.cdf(x, gamma, kappa)
     np.testing.assert_allclose(f, ref, rtol=0, atol=1e-9)
     np.testing.assert_allclose(f + htmp.sf(x, gamma, kappa), 1.0, atol=1e-12)
@@ -186,7 +189,7 @@ def test_scale_law():
 @pytest.mark.parametrize("gamma,kappa", [(0.3255, 5.5), (0.5, 1.0), (0.25, 3.0)])
 def test_inverse_orientation_normalised_and_consistent(gamma, kappa):
     scale = 1.7
-    mass = quad_pdf(lambda x: 1.0, gamma, kappa, 0.0, 1e3, scale=1 / scale, orientation="inverse")
+    mass = quad_pdf(lambda x: 1.0, gamma, kappa, 0.0, 1e3, scale, "inverse", split=1 / scale)
     tail = htmp.sf(1e3, gamma, kappa, scale, "inverse")
     assert mass + tail == pytest.approx(1.0, abs=1e-8)
     mu = np.array([0.3, 0.8, 2.0])
@@ -196,7 +199,7 @@ def test_inverse_orientation_normalised_and_consistent(gamma, kappa):
                                atol=1e-14)
     d = htmp.params(gamma, kappa)["delta"]
     if d > 1:
-        m1 = quad_pdf(lambda x: x, gamma, kappa, 0.0, 1e4, scale=1 / scale, orientation="inverse")
+        m1 = quad_pdf(lambda x: x, gamma, kappa, 0.0, 1e4, scale, "inverse", split=1 / scale)
         assert htmp.mean(gamma, kappa, scale, "inverse") == pytest.approx(m1, rel=1e-6)
 
 
@@ -228,11 +231,10 @@ def test_marchenko_pastur_limit():
 @pytest.mark.parametrize("gamma,kappa", [(0.3255, 5.5), (0.5, 2.0), (0.2, 12.0)])
 def test_stieltjes_matches_quadrature(gamma, kappa):
     scale = 1.5
-    for z in (0.05, 1.0, 20.0):
-        ref = quad_pdf(lambda x: 1 / (x + z), gamma, kappa, 0.0, 80.0, scale)
-        assert htmp.stieltjes(z, gamma, kappa, scale) == pytest.approx(ref, rel=1e-8)
-        ref_inv = quad_pdf(lambda x: 1 / (1 / x + z), gamma, kappa, 0.0, 80.0, scale)   # E[1/(mu + z)], mu = 1/x
-        assert htmp.stieltjes(z, gamma, kappa, scale, "inverse") == pytest.approx(ref_inv, rel=1e-8)
+    z = np.array([0.05, 1.0, 20.0])
+    ref = quad_pdf(lambda x: np.concatenate([1 / (x + z), 1 / (1 / x + z)]), gamma, kappa, 0.0, 80.0, scale)
+    np.testing.assert_allclose(htmp.stieltjes(z, gamma, kappa, scale), ref[:3], rtol=1e-8)
+    np.testing.assert_allclose(htmp.stieltjes(z, gamma, kappa, scale, "inverse"), ref[3:], rtol=1e-8)  # mu = 1/x
 
 
 def test_stieltjes_mp_limit_matches_quadrature():
@@ -247,9 +249,8 @@ def test_moments_recursion_matches_quadrature(gamma, kappa):
     scale = 0.7
     ks = [2, 3, 4, -1, -2]
     got = htmp.moments(ks, gamma, kappa, scale)
-    for k, g in zip(ks, got):
-        ref = quad_pdf(lambda x: x ** k, gamma, kappa, 0.0, 60.0, scale)
-        assert g == pytest.approx(ref, rel=1e-8), k
+    ref = quad_pdf(lambda x: [x ** k for k in ks], gamma, kappa, 0.0, 60.0, scale)
+    np.testing.assert_allclose(got, ref, rtol=1e-8)
     assert htmp.moments(-3, 0.5, 1.0) == math.inf     # delta = 0.5: E[1/lambda^3] diverges
     np.testing.assert_allclose(htmp.moments([1, 2, 3], 0.3, np.inf, 2.0),
                                [htmp.mp_moment(k, 0.3, 2.0) for k in (1, 2, 3)])

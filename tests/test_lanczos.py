@@ -78,6 +78,13 @@ def test_invariant_subspace_gives_exact_full_spectrum():
     assert out.n_steps <= 4
 
 
+def test_repeated_eigenvalues_found_by_restarting_after_breakdown():
+    d = torch.tensor([5.0] * 3 + [2.0] * 97, dtype=torch.float64)    # two distinct values: chains break after 2 steps
+    res = top_eigenpairs(lambda v: d * v, 100, 4)
+    np.testing.assert_allclose(res.evals, [5, 5, 5, 2], rtol=1e-12)
+    assert res.converged.all()
+
+
 def test_slq_density_close_to_exact_smoothed_esd(mat):
     A, lam = mat
     quad = slq(lambda v: A @ v, N, n_probes=10, n_steps=90, seed=1)

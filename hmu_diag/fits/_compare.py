@@ -26,6 +26,8 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+from hmu_diag.errors import OptionError
+
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 ALTERNATIVES = ("exponential", "stretched_exponential", "lognormal", "truncated_power_law")
 
@@ -58,7 +60,7 @@ def _minimize(nll, starts, bounds):
 
 
 def _exponential(x, xmin):
-    lam = 1.0 / np.mean(x - xmin)
+    lam = float(1.0 / np.mean(x - xmin))
     return np.log(lam) - lam * (x - xmin), {"lambda": lam}
 
 
@@ -117,7 +119,6 @@ def _log_en(p: float, z: float) -> float:
 
 def _truncated_power_law(x, xmin, alpha0):
     lx = np.log(x)
-    k = x.size
 
     def logpdf(p):
         a, lam = p[0], math.exp(p[1])
@@ -129,23 +130,18 @@ def _truncated_power_law(x, xmin, alpha0):
 
     starts = [np.array([alpha0, math.log(lam / np.mean(x))]) for lam in (1e-3, 0.3)]
     p = _minimize(nll, starts, [(-5, 50), (math.log(1e-12 / xmin), math.log(1e3 / xmin))])
-    ll = logpdf(p)
-    return ll, {"alpha": float(p[0]), "lambda": float(math.exp(p[1])), "k": k}
+    return logpdf(p), {"alpha": float(p[0]), "lambda": float(math.exp(p[1]))}
 
 
 def compare_tail(tail: np.ndarray, xmin: float, alpha: float, alternative: str, level: float = 0.1) -> LikelihoodRatio:
     """Likelihood-ratio test of the power law (alpha, xmin) against ``alternative`` on ``tail`` (all >= xmin)."""
+    fitters = {"exponential": _exponential, "stretched_exponential": _stretched_exponential,
+               "lognormal": _lognormal, "truncated_power_law": lambda x, xmin: _truncated_power_law(x, xmin, alpha)}
+    if alternative not in fitters:
+        raise OptionError(f"alternative={alternative!r}: expected one of {list(fitters)}")
     x = np.asarray(tail, dtype=np.float64)
     l_pl = math.log(alpha - 1.0) - math.log(xmin) - alpha * np.log(x / xmin)
-    if alternative == "exponential":
-        l_alt, params = _exponential(x, xmin)
-    elif alternative == "stretched_exponential":
-        l_alt, params = _stretched_exponential(x, xmin)
-    elif alternative == "lognormal":
-        l_alt, params = _lognormal(x, xmin)
-    else:
-        l_alt, params = _truncated_power_law(x, xmin, alpha)
-        params.pop("k")
+    l_alt, params = fitters[alternative](x, xmin)
     d = l_pl - l_alt
     n = d.size
     R = float(np.sum(d))

@@ -8,10 +8,11 @@ MP bulk (kappa = inf) and differ by outliers; the last three have kappa = 5.5, 1
 2. ``"rank-collapse"`` - a fraction >= ``collapse_fraction`` (default 0.1) of the eigenvalues is zero (``rank_loss``
    plus non-positive values), or the HTMP fit is sure that kappa < ``kappa_collapse`` (default 0.1: kappa_hi below
    it), i.e. the lower tail rho ~ lambda^(delta-1) with delta -> 0 piles the mass at zero.
-3. kappa finite (the HTMP fit tells the bulk from MP, see :func:`hmu_diag.fits.htmp.fit`):
-   ``"heavy-tailed"`` if kappa <= ``kappa_heavy`` (default 3, between Fig. 2's 1.9 and 5.5; direct orientation),
-   or, for an inverse fit (1/lambda ~ HTMP, upper power-law tail alpha = 1 + delta), if 1 + delta <= ``alpha_heavy``
-   (default 6, HTSR's heavy-tail bound); otherwise ``"bulk-decay"``.
+3. kappa finite (the HTMP fit tells the bulk from MP, see :func:`hmu_diag.fits.htmp.fit`) and HTMP describes the
+   spectrum better than MP (KS distance ``htmp.D < mp.D``; otherwise a deviation that HTMP does not capture is
+   not read as a phase): ``"heavy-tailed"`` if kappa <= ``kappa_heavy`` (default 3, between Fig. 2's 1.9 and
+   5.5; direct orientation), or, for an inverse fit (1/lambda ~ HTMP, upper power-law tail alpha = 1 + delta),
+   if 1 + delta <= ``alpha_heavy`` (default 6, HTSR's heavy-tail bound); otherwise ``"bulk-decay"``.
 4. kappa = inf (MP bulk), with the MP fit's spikes above the Tracy-Widom edge (:func:`hmu_diag.fits.mp.fit_mp`):
    no spike: ``"random-like"``; spikes separated from the bulk (above ``(1 + bleed_margin) bulk_max``, default
    margin 0.1) at least as many as those just past the edge: ``"bulk+spikes"``; otherwise ``"bleeding-out"``.
@@ -47,7 +48,7 @@ def classify_phase(evals, mp: MPFit, htmp: HTMPFit, *, rank_loss: int = 0, colla
         return "rank-collapse"
     if htmp.ok and htmp.kappa_hi < kappa_collapse:
         return "rank-collapse"
-    if htmp.ok and math.isfinite(htmp.kappa):
+    if htmp.ok and math.isfinite(htmp.kappa) and (not mp.ok or htmp.D < mp.D):
         heavy = htmp.kappa <= kappa_heavy if htmp.orientation == "direct" else htmp.pred_alpha <= alpha_heavy
         return "heavy-tailed" if heavy else "bulk-decay"
     if not mp.ok:

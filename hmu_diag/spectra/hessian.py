@@ -77,8 +77,9 @@ def loss_function(name: str, output: int | None = None) -> LossFn:
 def argmax_labels(model: nn.Module, inputs: torch.Tensor, output: int | None = None) -> torch.Tensor:
     """The model's own predicted classes ``argmax_c f(x)_c`` (eval mode, no grad): targets for a Hessian when the
     data carry no labels (the loss is then the self-distillation cross-entropy at the model's weights)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), inputs.dtype)
     with eval_mode(model), torch.no_grad():
-        return _pick(model(inputs), output).argmax(dim=1)
+        return _pick(model(inputs.to(dtype)), output).argmax(dim=1)
 
 
 def select_parameters(model: nn.Module, params: object = None) -> list[str]:
@@ -296,8 +297,9 @@ def hessian_spectrum(model: nn.Module, loss_fn: LossFn, data: object, *, params:
     ``top_k`` (capped at the parameter count; 0 skips), ``tol`` (relative residual, default 1e-8 in float64 and 1e-3
     in float32), ``method`` ("lanczos" or "arpack"), ``n_probes``/``n_steps`` for SLQ (10 x 90 by default: the
     measured L1 error is dominated by the probe count, not the steps), ``trace_probes`` Rademacher probes,
-    ``sigma`` the density kernel width (default: SLQ range / n_steps).  Cost in HVPs: about ``4 top_k + top_k``,
-    ``n_probes * n_steps`` and ``trace_probes``.
+    ``sigma`` the density kernel width (default: SLQ range / n_steps).  Cost in HVPs: ``m + top_k`` for the top-k
+    (Lanczos steps m grow until convergence, typically 2-5 top_k, plus one residual check each),
+    ``n_probes * n_steps`` for the density and ``trace_probes`` for the trace.
     """
     start = time.perf_counter()
     op = hvp_operator(model, loss_fn, data, params=params, hvp=hvp, device=device, dtype=dtype)

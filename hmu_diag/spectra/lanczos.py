@@ -5,11 +5,11 @@ Everything here is pure torch on a callable ``matvec(v: Tensor[n]) -> Tensor[n]`
 
 * :func:`lanczos` -- symmetric Lanczos with **full reorthogonalisation** (classical Gram-Schmidt, applied twice)
   producing the tridiagonal ``T_m = Q_m^T A Q_m``.  Without reorthogonalisation Lanczos produces "ghost" copies of
-  converged eigenvalues (Paige 1976; measured here: 13 unique values among the top 20 at m=80).
+  converged eigenvalues (Paige 1976; research notes A.3: 13 unique values among a top 20 at m=80 without it).
 * :func:`top_eigenpairs` -- extreme eigenvalues from the Ritz values of ``T_m``, the Krylov space grown until the
   wanted Ritz pairs converge; every reported value is then checked with an explicit residual ``||A y - theta y||``
-  (one extra matvec per value), and only pairs with ``||A y - theta y|| <= tol * |theta|`` are flagged converged.  By the
-  Bauer-Fike/Kahan bound for symmetric matrices an eigenvalue of ``A`` lies within ``||A y - theta y||`` of ``theta``.
+  (one extra matvec per value), and only pairs with ``||A y - theta y|| <= tol * |theta|`` are flagged converged.  By
+  the Bauer-Fike/Kahan bound for symmetric matrices an eigenvalue of ``A`` lies within ``||A y - theta y||`` of ``theta``.
   ``method="arpack"`` runs scipy's implicitly restarted Lanczos (``eigsh``) on the same matvec instead.
 * :func:`slq` / :func:`gaussian_density` -- stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017, SIMAX 38:1075;
   Lin, Saad & Yang 2016): for a normalised Rademacher probe ``v``, ``m`` Lanczos steps give nodes ``theta_i`` (Ritz
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -49,7 +49,8 @@ def rademacher(n: int, *, generator: torch.Generator, dtype: torch.dtype, device
 
 @dataclass(frozen=True)
 class LanczosResult:
-    """``T = tridiag(beta, alpha, beta)`` with ``A Q^T = Q^T T + beta_last q_{m+1} e_m^T``; ``Q`` is (m, n), orthonormal rows."""
+    """``T = tridiag(beta, alpha, beta)`` with ``A Q^T = Q^T T + beta_last q_{m+1} e_m^T``; ``Q`` is (m, n) with
+    orthonormal rows."""
     alpha: torch.Tensor
     beta: torch.Tensor
     beta_last: float
@@ -62,7 +63,7 @@ class LanczosResult:
 
     def tridiagonal(self) -> torch.Tensor:
         """The dense (m, m) tridiagonal matrix T."""
-        return torch.diag(self.alpha) + torch.diag(self.beta, 1) + torch.diag(self.beta, -1)
+        return _tridiagonal(self.alpha, self.beta)
 
 
 def _lanczos_steps(matvec: Matvec, Q: torch.Tensor, alpha: list, beta: list, start: int, stop: int,
@@ -93,9 +94,10 @@ def _lanczos_steps(matvec: Matvec, Q: torch.Tensor, alpha: list, beta: list, sta
     return stop, False
 
 
-def _tridiagonal(alpha: list, beta: list) -> torch.Tensor:
-    a = torch.tensor(alpha, dtype=torch.float64)
-    b = torch.tensor(beta[: len(alpha) - 1], dtype=torch.float64)
+def _tridiagonal(diagonal: Sequence[float] | torch.Tensor, off: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Dense symmetric tridiagonal float64 matrix from its diagonal (m) and off-diagonal (m - 1)."""
+    a = torch.as_tensor(diagonal, dtype=torch.float64)
+    b = torch.as_tensor(off, dtype=torch.float64)
     return torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
 
 
@@ -175,8 +177,14 @@ def top_eigenpairs(matvec: Matvec, n: int, k: int, *, which: str = "LA", tol: fl
     method="lanczos": Lanczos with full reorthogonalisation from a seeded Gaussian start: at least ``n_steps``
     steps (default ``k + 10``), then one step at a time until the Ritz residual estimates ``|beta_m s_{m,i}|`` of the
     wanted ``k`` values are below ``tol * |theta_i|`` (in practice m ~ 2-5 k; a fixed m = 2k gave 27 % error on a
-    top-10 in the research notes) or ``max_steps`` (default ``max(10k, 200)``) is reached.  method="arpack": ``scipy.sparse.linalg.eigsh`` on a LinearOperator
-    (ARPACK implicitly restarted Lanczos, host round-trips).  Either way, the returned Ritz vectors are applied once
+    top-10 in the research notes) or ``max_steps`` (default ``max(10k, 200)``) is reached.
+    When the Krylov space becomes invariant (exact breakdown: low rank, or few distinct eigenvalues), a new chain is
+    started from a random vector orthogonal to it (T gets a zero off-diagonal), so a repeated eigenvalue is found
+    once per chain.  Chains start only at breakdowns, so a Krylov method with one start vector can still undercount
+    the multiplicity of a repeated top eigenvalue whose chain has not broken down; prefer exact spectra for
+    operators such as elementwise activations or pooling (Jacobian ``method="exact"``).
+    method="arpack": ``scipy.sparse.linalg.eigsh`` on a LinearOperator (ARPACK implicitly restarted Lanczos,
+    host round-trips).  Either way, the returned Ritz vectors are applied once
     more to get explicit residuals.  Default ``tol``: 1e-8 in float64, 1e-3 in float32.
     """
     tdtype = parse_dtype(dtype)
@@ -196,14 +204,28 @@ def top_eigenpairs(matvec: Matvec, n: int, k: int, *, which: str = "LA", tol: fl
     alpha: list[float] = []
     beta: list[float] = []
     done, invariant = _lanczos_steps(matvec, Q, alpha, beta, 0, m, bd_tol)
+    restarts = 0
     while True:   # one more step at a time until the wanted Ritz pairs converge (T's eigh is cheap next to a matvec)
-        theta, S = torch.linalg.eigh(_tridiagonal(alpha, beta))
+        theta, S = torch.linalg.eigh(_tridiagonal(alpha, beta[: done - 1]))
         est = (beta[done - 1] * S[-1, :]).abs()
         sel = _order(theta, which)[:k]
-        if invariant or done >= m_max or bool((est[sel] <= tol * theta[sel].abs()).all()):
+        if done >= m_max:
             break
-        if Q.shape[0] < min(n, done + 2):
-            Q = torch.cat([Q, Q.new_zeros(min(n, 2 * Q.shape[0]) - Q.shape[0], n)])
+        if Q.shape[0] < min(n, done + m + 1):
+            Q = torch.cat([Q, Q.new_zeros(min(n, max(2 * Q.shape[0], done + m + 1)) - Q.shape[0], n)])
+        if invariant:
+            # The Krylov space is invariant: a single chain sees each repeated eigenvalue once.  Start a new chain
+            # orthogonal to it (T gets a zero off-diagonal) so further copies can be found; never stop right here.
+            restarts += 1
+            w = torch.randn(n, generator=gen, dtype=torch.float64).to(dtype=tdtype, device=device)
+            basis = Q[:done]
+            w = w - basis.T @ (basis @ w)
+            w = w - basis.T @ (basis @ w)
+            Q[done] = w / torch.linalg.vector_norm(w)
+            done, invariant = _lanczos_steps(matvec, Q, alpha, beta, done, min(m_max, done + m), bd_tol)
+            continue
+        if bool((est[sel] <= tol * theta[sel].abs()).all()):
+            break
         done, invariant = _lanczos_steps(matvec, Q, alpha, beta, done, done + 1, bd_tol)
     Y = S[:, sel].T.to(dtype=tdtype, device=Q.device) @ Q[:done]
     res = _explicit_residuals(matvec, Y, theta[sel]).numpy()
