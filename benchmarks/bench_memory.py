@@ -20,6 +20,14 @@ accounting) for as long as a shard stays mapped, so both are reported.  WeightWa
 matrices with more than 50,000 rows, i.e. most of this checkpoint (§3 of the research notes has its measured 5×
 per-matrix footprint).
 
+Measured (2,570 MiB in 4 shards, largest shard 769 MiB, largest matrix 262144 x 512 float32 = 512 MiB; 2-core VM):
+baseline ru_maxrss 343 MiB; ``largest`` +68 MiB anonymous (safetensors tensors are mmap-backed; the Gram is built in
+row blocks); ``analyze`` +1,024 MiB anonymous (2.0x the largest matrix: walk.py's NaN check ``t.sum(dtype=float64)``
+materialises a float64 copy) and ru_maxrss 3,265 MiB (every shard stays mapped until the end, so the whole checkpoint
+is counted).  With a chunked NaN check and shards opened one at a time (patched in a diagnostic run) the same analysis
+peaked at +96 MiB anonymous (0.19x the largest matrix) and ru_maxrss 1,155 MiB (baseline 298 + largest shard 769
++ 88 MiB).  With ``htmp=True`` (default) the run took 1,403 s against 119 s without: the HTMP columns dominate here.
+
     python benchmarks/bench_memory.py                    # makes /tmp/hmu_bench/ckpt-2.5gb once (~2.5 GB), then runs
     python benchmarks/bench_memory.py --folder DIR --option htmp=false
 """

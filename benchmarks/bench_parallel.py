@@ -1,7 +1,7 @@
 """Speed-up of per-layer parallelism: ``run_tasks(executor="local", n_jobs=2)`` against the serial executor.
 
-Model: a GPT-2-small-shaped stack of random heavy-tailed layers (blocks x {768x2304 qkv, 768x768 proj, 3072x768 fc,
-768x3072 proj}, Student-t(4) entries), each layer analysed by the pipeline's own per-layer function
+Model: a GPT-2-shaped stack of random heavy-tailed layers (blocks x {d x 3d qkv (split into q/k/v by the walker),
+d x d proj, 4d x d fc, d x 4d proj}, d = ``--width``, default 768 as in GPT-2 small; Student-t(4) entries), each layer analysed by the pipeline's own per-layer function
 (``hmu_diag.pipeline.analyze_layer``: exact ESD + power-law fit + metrics).  Runs:
 
 * serial, torch/BLAS limited to 1 thread  (the baseline a worker gets);
@@ -15,7 +15,7 @@ kernel in another process); the 2-thread run differs by rounding amplified throu
 order; measured ~1e-6 on α).  Times are wall clock, best of ``--repeat``, pool start-up included.  On a
 shared 2-core VM the ratios are noisy.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_parallel.py --blocks 6
+    OMP_NUM_THREADS=1 python benchmarks/bench_parallel.py --blocks 4 --width 768
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from hmu_diag.executors import available_cores, run_tasks
 from hmu_diag.pipeline import AnalyzeOptions, analyze_layer
 from hmu_diag.walk import walk
 
-SHAPES = {"attn.c_attn.weight": (768, 2304), "attn.c_proj.weight": (768, 768), "mlp.c_fc.weight": (3072, 768),
-          "mlp.c_proj.weight": (768, 3072)}
+SHAPES = {"attn.c_attn.weight": (1, 3), "attn.c_proj.weight": (1, 1), "mlp.c_fc.weight": (4, 1),
+          "mlp.c_proj.weight": (1, 4)}  # in units of the width d
 
 
 def layer_row(task: tuple) -> dict:
@@ -41,11 +41,12 @@ def layer_row(task: tuple) -> dict:
     return analyze_layer(*task)
 
 
-def make_tasks(blocks: int, seed: int, options: AnalyzeOptions) -> list[tuple]:
+def make_tasks(blocks: int, width: int, seed: int, options: AnalyzeOptions) -> list[tuple]:
     from hmu_diag.load import iter_tensors
     rng = np.random.default_rng(seed)
-    state = {f"h.{b}.{name}": torch.from_numpy(rng.standard_t(4, size=shape).astype(np.float32) / math.sqrt(shape[1]))
-             for b in range(blocks) for name, shape in SHAPES.items()}
+    state = {f"h.{b}.{name}": torch.from_numpy(rng.standard_t(4, size=(r * width, c * width)).astype(np.float32)
+                                               / math.sqrt(c * width))
+             for b in range(blocks) for name, (r, c) in SHAPES.items()}
     return [("gpt2-shaped", lm, options) for lm in walk(iter_tensors(state), conv=options.conv,
                                                         min_evals=options.min_evals)]
 
@@ -80,13 +81,14 @@ def timed(repeat: int, run) -> tuple[float, list]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=6, help="transformer blocks (4 layers each)")
+    parser.add_argument("--width", type=int, default=768, help="hidden size d")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     htmp = importlib.util.find_spec("hmu_diag.htmp_metrics") is not None
     options = AnalyzeOptions(htmp=htmp)
-    tasks = make_tasks(args.blocks, args.seed, options)
-    print(f"{len(tasks)} layers, {available_cores()} cores, htmp={htmp}")
+    tasks = make_tasks(args.blocks, args.width, args.seed, options)
+    print(f"{len(tasks)} layers, width {args.width}, {available_cores()} cores, htmp={htmp}")
 
     torch.set_num_threads(1)
     t_serial1, reference = timed(args.repeat, lambda: run_tasks(layer_row, tasks, executor="serial"))

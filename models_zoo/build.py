@@ -90,6 +90,7 @@ def build_family(family: Family, folder: Path | None = None, *, jobs: int = 1, l
         path = folder / entry["file"]
         tensors = {k: v.detach().to(torch.float32).contiguous() for k, v in result.model.state_dict().items()}
         save_file(tensors, str(path), metadata={"hmu_diag_zoo": json.dumps(entry, sort_keys=True)})
+        path.chmod(0o644)  # safetensors writes 0600
         entry["sha256"] = sha256(path)
         entry["bytes"] = path.stat().st_size
         entries.append(entry)

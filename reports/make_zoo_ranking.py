@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from hmu_diag.rank import DEFAULT_SCORE, METRICS, correlation_stats, rank  # noqa: E402
 
 WW_METRICS = ["alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "log_alpha_norm"]
+FIRST_SEEN = ("batch_size", "learning_rate")   # the families ranked first (see the protocol note)
 HMU_METRICS = ["alpha_weighted", "log_alpha_norm", "alpha", "alpha_excess", "frac_random_like", "log_norm",
                "log_spectral_norm", "stable_rank", "entropy", "htmp_kappa", "htmp_log_kappa"]
 
@@ -118,7 +119,8 @@ def family_section(folder: Path, htmp: bool, html_dir: Path | None) -> tuple[str
     lines = [f"## {folder.name}", "", manifest.get("description", ""), "",
              f"{len(models)} models, varied: {', '.join(manifest.get('varied', [])) or '-'}; folder "
              f"`{folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder}`. hmu-diag {hmu_seconds:.1f} s "
-             f"(htmp={'on' if htmp else 'off'}, random baseline on), WeightWatcher {ww_seconds:.1f} s.", ""]
+             f"(htmp={'on' if htmp else 'off'}, random baseline on), WeightWatcher {ww_seconds:.1f} s (wall times of this "
+             "run, for orientation only; not a benchmark).", ""]
     show = ["accuracy", "train_accuracy", "rank", "score", "alpha", "alpha_excess", "log_spectral_norm",
             "htmp_kappa", "ww_alpha", "ww_alpha_weighted"]
     table = models[[c for c in show if c in models]].sort_values("accuracy", ascending=False)
@@ -145,18 +147,35 @@ def family_section(folder: Path, htmp: bool, html_dir: Path | None) -> tuple[str
 
 
 def overview(stats: pd.DataFrame) -> str:
-    """The cross-family table: tau_adj of every (tool, metric) per family, and the mean."""
-    table = stats.pivot_table(index=["tool", "metric"], columns="family", values="tau_adj", sort=False)
-    table["mean"] = table.mean(axis=1)
+    """The cross-family table: tau_adj of every (tool, metric) per family (with its number of models), the mean and
+    the minimum, and the metrics with the highest mean."""
+    sizes = stats.groupby("family", sort=False)["n"].max()
+    labelled = stats.assign(family=[f"{f} (n={sizes[f]})" for f in stats["family"]])
+    table = labelled.pivot_table(index=["tool", "metric"], columns="family", values="tau_adj", sort=False)
+    per_family = table.copy()
+    table["mean"] = per_family.mean(axis=1)
+    table["min"] = per_family.min(axis=1)
     score = stats[(stats["tool"] == "hmu-diag") & (stats["metric"] == DEFAULT_SCORE)]
+    top = table["mean"].sort_values(ascending=False).head(5)
     lines = ["## Overview: Kendall tau_adj per family", "",
              "Positive = the metric ranks the family's models in the expected direction (lower metric = higher "
-             "held-out accuracy). The `seed` family (same config, five seeds) is the noise floor: its accuracy "
-             "differences are chance, so no metric should rank it reliably.", "",
+             "held-out accuracy; for every metric here). With n models a family has n(n-1)/2 pairs, so tau from 4-6 "
+             "models is coarse (one swapped pair moves tau by 0.13-0.33). The `seed` family (same config, five "
+             "seeds), when present, is the noise floor: its accuracy differences are chance.", "",
              md_table(table.round(2)), ""]
     if len(score):
         lines += [f"hmu-diag's fixed score ({DEFAULT_SCORE}) has tau_adj "
-                  + ", ".join(f"{r.family} {r.tau_adj:+.2f}" for r in score.itertuples()) + ".", ""]
+                  + ", ".join(f"{r.family} {r.tau_adj:+.2f}" for r in score.itertuples())
+                  + f" (mean {score['tau_adj'].mean():+.2f}).", ""]
+    unseen = [c for c in per_family.columns if not c.startswith(FIRST_SEEN)]
+    if unseen and len(unseen) < per_family.shape[1]:
+        later = per_family[unseen].mean(axis=1).sort_values(ascending=False)
+        lines += [f"Mean tau_adj over the {len(unseen)} families ranked after the protocol note (all but "
+                  f"{', '.join(FIRST_SEEN)}): " + "; ".join(f"{m} ({t}) {v:+.2f}" for (t, m), v in later.head(5).items())
+                  + f"; hmu-diag's fixed score {later.get(('hmu-diag', DEFAULT_SCORE), float('nan')):+.2f}.", ""]
+    lines += ["Highest mean tau_adj over these families: " + "; ".join(
+        f"{metric} ({tool}) {value:+.2f} (min {table.loc[(tool, metric), 'min']:+.2f})"
+        for (tool, metric), value in top.items()) + ".", ""]
     return "\n".join(lines)
 
 

@@ -247,3 +247,30 @@ def test_cli_rank(zoo, tmp_path, capsys, cli):
     assert cli(["rank", str(tmp_path / "nope.safetensors"), "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hmu-diag: error:") and "nope.safetensors" in err[0]
+
+
+@pytest.mark.slow
+def test_zoo_ranking_script_on_a_small_family(zoo, tmp_path):
+    """reports/make_zoo_ranking.py ranks a family with hmu-diag and WeightWatcher 0.7.7 and writes the tables."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("make_zoo_ranking",
+                                                  Path(__file__).parents[1] / "reports" / "make_zoo_ranking.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    family = tmp_path / "fam"
+    family.mkdir()
+    accuracies = {"rand_a": 0.50, "rand_b": 0.55, "heavy_a": 0.90, "heavy_b": 0.85}
+    for name in accuracies:
+        (family / f"{name}.safetensors").write_bytes((zoo / f"{name}.safetensors").read_bytes())
+    manifest = {"format": "hmu-diag-zoo/1", "family": "fam", "description": "test family", "varied": ["x"],
+                "models": [{"name": n, "file": f"{n}.safetensors", "heldout_accuracy": a} for n, a in accuracies.items()]}
+    (family / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "zoo.md"
+    assert script.main([str(family), "--out", str(out), "--no-htmp"]) == 0
+    text = out.read_text()
+    assert "| WeightWatcher 0.7.7 | alpha_weighted |" in text and "| hmu-diag | alpha_weighted |" in text
+    stats = pd.read_csv(out.with_suffix(".csv"))
+    ours = stats[(stats["tool"] == "hmu-diag") & (stats["metric"] == "alpha")].iloc[0]
+    ranked = rank(family, manifest=family / "manifest.json", htmp=False, baseline=False)
+    assert ours["tau"] == pytest.approx(correlation_stats(ranked.models["alpha"], ranked.models["accuracy"])["tau"])

@@ -189,3 +189,38 @@ def test_demo_checkpoint_is_small_and_well_trained():
 def test_committed_zoo_stays_small():
     total = sum(p.stat().st_size for f in COMMITTED for p in f.default_dir.glob("*.safetensors"))
     assert total < 12_000_000
+
+
+def test_same_config_trained_in_different_runs_gives_identical_weights():
+    # the interpolation families share their base config; each copy was trained separately by build.py
+    by_config: dict[str, list] = {}
+    for fam in COMMITTED:
+        for e in read_manifest(fam.default_dir)["models"]:
+            key = json.dumps({**e["hyperparameters"], "dataset": e["dataset"]}, sort_keys=True)
+            by_config.setdefault(key, []).append(fam.default_dir / e["file"])
+    groups = [paths for paths in by_config.values() if len(paths) > 1]
+    assert len(groups) >= 1 and max(len(g) for g in groups) >= 5
+    for paths in groups:
+        first = load_numpy(str(paths[0]))
+        for other in paths[1:]:
+            second = load_numpy(str(other))
+            assert all(np.array_equal(first[k], second[k]) for k in first), other
+
+
+@pytest.mark.parametrize("fam", [f for f in FAMILIES.values() if not f.committed], ids=lambda f: f.name)
+def test_regenerated_family_matches_its_committed_record(fam):
+    """Uncommitted families keep only their manifest in models_zoo/records/; a rebuilt copy in .cache/zoo
+    must reproduce the recorded accuracies (bit-identical training) and its files must reload to them."""
+    record = json.loads((ROOT / "models_zoo" / "records" / f"{fam.name}.json").read_text())
+    assert {e["name"]: e["hyperparameters"] for e in record["models"]} == {m.name: m.config.as_dict()
+                                                                             for m in fam.members}
+    if not (fam.default_dir / "manifest.json").exists():
+        pytest.skip(f"{fam.name} not built (python -m models_zoo.build --family {fam.name})")
+    built = read_manifest(fam.default_dir)
+    keys = ("name", "train_accuracy", "heldout_accuracy", "n_params", "sha256")
+    assert [[e[k] for k in keys] for e in built["models"]] == [[e[k] for k in keys] for e in record["models"]]
+    ds = data.load(fam.dataset)
+    with single_thread():
+        for entry in built["models"]:
+            model = load_model(fam.default_dir, entry)
+            assert n_correct(model, ds.x_heldout, ds.y_heldout) == entry["heldout_correct"]

@@ -60,8 +60,9 @@ def print_comparison(comparison: pd.DataFrame, top: int, stream=None) -> None:
     a, b = comparison.attrs.get("a", "A"), comparison.attrs.get("b", "B")
     counts = verdict_counts(comparison)
     print(f"B = {b} compared with A = {a} (verdicts describe B):", file=stream)
-    print("  " + ", ".join(f"{k}: {v}" for k, v in counts.items() if v), file=stream)
-    matched = comparison[comparison["match"].eq("matched")]
+    labels = {"n/a": "not fitted (skipped layers, failed fits)"}
+    print("  " + ", ".join(f"{labels.get(k, k)}: {v}" for k, v in counts.items() if v), file=stream)
+    matched = comparison[comparison["match"].eq("matched") & comparison["verdict"].ne("n/a")]
     cols = [c for c in SHOW if c in matched]
     if len(matched):
         print(f"\nlayers that differ most (by |alpha_z|, top {min(top, len(matched))}):", file=stream)

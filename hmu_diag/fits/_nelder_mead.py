@@ -2,9 +2,9 @@
 
 powerlaw 2.0.0 fits alpha at an x_min candidate with
 ``scipy.optimize.minimize(nll, x0=[alpha0], bounds=[range], method="Nelder-Mead", tol=1e-4)``
-whenever the closed-form estimate alpha0 lies outside (1.5, 3].  The result differs from the exact MLE
-by up to ~1e-4, and that difference moves D and sometimes x_min, so parity needs the same iterates.
-This module runs that algorithm (scipy 1.17 ``_minimize_neldermead``, N = 1, non-adaptive: reflection
+whenever the closed-form estimate alpha0 lies outside (1.5, 3].  hmu_diag.fits.powerlaw does not run it:
+started at the exact MLE it ends on alpha0 (1 ulp) in range and at the bound outside it, and this module is
+the reference that proves it in the tests (``_REPLAY_ALL``).  It runs that algorithm (scipy 1.17 ``_minimize_neldermead``, N = 1, non-adaptive: reflection
 rho = 1, expansion chi = 2, contraction psi = 0.5, shrink sigma = 0.5, initial step 5 %, bounds by
 clipping, ``xatol = fatol = tol``, ``maxiter = maxfev = 200``) for many independent problems at once:
 each array element is one problem, and every branch of the scalar code is a mask.

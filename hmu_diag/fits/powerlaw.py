@@ -13,11 +13,12 @@ of powerlaw 2.0.0 (Alstott et al. 2014), i.e. exactly what that package computes
 * D: the empirical CDF is the left limit, #{x < u}/n, renormalised to the tail, evaluated at the distinct
   values of the tail only (so D can be up to 1/k smaller than the textbook two-sided sup);
 * alpha: the closed form when it lies in (1.5, 3]; otherwise scipy's Nelder-Mead (tol 1e-4, bounds
-  ``alpha_range``) started at the closed form, which stops up to ~1e-4 away from the MLE - replayed here
-  iteration for iteration (``estimator="mle"`` uses the exact closed form everywhere instead);
-* valid candidates: lo < alpha < hi, and for Nelder-Mead ones also a converged optimiser and
-  lo + 0.01 <= alpha <= hi - 0.01; x_min = argmin D over valid candidates (lowest on ties).
-  Where powerlaw would fall back to the argmin over *invalid* candidates, we report ``status="failed: ..."``.
+  ``alpha_range``) started at the closed form.  That start is already the MLE, so the optimiser ends on it
+  (to 1 ulp) inside the range and next to the bound outside it; we use these two facts directly
+  (:func:`_powerlaw_alpha`; the tests replay scipy's Nelder-Mead step for step to check them);
+* valid candidates: lo < alpha < hi, and for Nelder-Mead ones also lo + 0.01 <= alpha <= hi - 0.01 (powerlaw's
+  "near the boundary" flag); x_min = argmin D over valid candidates (lowest on ties).  Where powerlaw would
+  fall back to the argmin over *invalid* candidates, we report ``status="failed: ..."``.
 
 ``method="ww"`` reproduces WeightWatcher 0.7.7 ``WW_powerlaw.WWFit`` (its default ``pl_package="ww"``): every
 data point except the largest is a candidate (ties included, point by point), alpha is always the closed
@@ -26,9 +27,10 @@ skipped (WW gives them D = 1, which cannot beat a real candidate).  Below 20 val
 applies (see :func:`_ww_small_n`).  ``n_tail`` counts all values >= x_min (WW's ``len(fit.data)``, which in
 WW's small-N path can disagree with its own x_min).
 
-The whole scan is vectorised: suffix sums give every candidate's alpha in O(n) after the sort, the
-Nelder-Mead iterations run for all candidates at once, and the argmin of D is exact but pruned with lower
-bounds (:mod:`hmu_diag.fits._ks_scan`), so typically only a few percent of the O(n^2) KS work is done.
+The whole scan is vectorised: suffix sums give every candidate's alpha in O(n) after the sort, and the
+argmin of D is exact but pruned with lower bounds (:mod:`hmu_diag.fits._ks_scan`), so typically only 1-7 %
+of the O(n^2) KS work is done.  :func:`compare_power_law` adds likelihood-ratio tests against exponential,
+stretched-exponential, lognormal and truncated-power-law tails (:mod:`hmu_diag.fits._compare`).
 """
 from __future__ import annotations
 

@@ -26,6 +26,8 @@ from scipy import special as sp
 INT_GAP = 0.05
 #: relative accuracy assumed for scipy.special.hyp1f1 in the error estimate
 _EPS_M = 1e-14
+#: largest t at which the Kummer-transformation check is evaluated
+_T_CHECK = 700.0
 #: largest estimated relative error in |U|^2 that the fast path accepts
 FAST_TOL = 1e-10
 
@@ -53,16 +55,22 @@ def hyp1f1(a: float, b: float, z: np.ndarray) -> np.ndarray:
 
 def _kummer_checked(p: float, q: float, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """M(p, q, -t) and an estimate of its relative error: the discrepancy with Kummer's transformation
-    e^{-t} M(q - p, q, t) (an independent evaluation, compared in log space), floored at _EPS_M; points where the
-    transformed form overflows are unchecked and get the floor."""
+    e^{-t} M(q - p, q, t) (an independent evaluation, compared in log space), floored at _EPS_M.  Points where the
+    check is impossible (t > _T_CHECK, where scipy's hyp1f1 at large positive argument overflows or, beyond ~1e12,
+    takes seconds per call, and at huge negative argument can stall) are not evaluated: NaN with an infinite
+    estimate, i.e. they go to the robust path."""
     with np.errstate(all="ignore"):
-        direct = hyp1f1(p, q, -t)
-        other = hyp1f1(q - p, q, t)
-        usable = np.isfinite(other) & (other != 0) & np.isfinite(direct)
+        checkable = t <= _T_CHECK
+        direct = np.full(t.shape, np.nan)
+        other = np.full(t.shape, np.nan)
+        if checkable.any():
+            direct[checkable] = hyp1f1(p, q, -t[checkable])
+            other[checkable] = hyp1f1(q - p, q, t[checkable])
+        usable = checkable & np.isfinite(other) & (other != 0) & np.isfinite(direct)
         log_ratio = np.log(np.abs(direct)) - (np.log(np.abs(other)) - t)
         same_sign = np.sign(direct) == np.sign(other)
         rel = np.where(same_sign, np.abs(np.expm1(log_ratio)), np.inf)
-        rel = np.where(usable, rel, 0.0)
+        rel = np.where(usable, rel, np.where(checkable, 0.0, np.inf))
         rel = np.where(np.isnan(rel), np.inf, rel)
     return direct, np.maximum(rel, _EPS_M)
 
@@ -116,6 +124,29 @@ def log_abs_u2_fast(a: float, d: float, t: np.ndarray) -> tuple[np.ndarray, np.n
         return np.full(t.shape, np.nan), np.zeros(t.shape, dtype=bool)
     out, err = connection_parts(a, d, t)[:2]
     return out, err < FAST_TOL
+
+
+def log_abs_u2_large_t(a: float, d: float, t: np.ndarray) -> np.ndarray:
+    """log|U(a, 1-d, -t)|^2 from the large-argument expansion (DLMF 13.7.3) with a - b + 1 = s = a + d:
+    U(a, b, -t) ~ (-t)^(-a) sum_n (a)_n (s)_n / n! t^(-n), the exponentially small e^(-t) part dropped.
+    NaN where the smallest term of the (asymptotic) series is not below 1e-17 of the sum within 80 terms."""
+    t = np.asarray(t, dtype=np.float64)
+    s = a + d
+    term = np.ones_like(t)
+    total = np.ones_like(t)
+    done = np.zeros(t.shape, dtype=bool)
+    failed = np.zeros(t.shape, dtype=bool)
+    with np.errstate(all="ignore"):
+        for n in range(80):
+            nxt = term * (a + n) * (s + n) / ((n + 1) * t)
+            failed |= ~done & (np.abs(nxt) >= np.abs(term))      # terms grow before converging
+            done |= ~failed & (np.abs(nxt) < 1e-17 * np.abs(total))
+            term = np.where(done | failed, 0.0, nxt)
+            total = total + term
+            if (done | failed).all():
+                break
+        out = -2.0 * a * np.log(t) + 2.0 * np.log(np.abs(total))
+    return np.where(done & np.isfinite(out), out, np.nan)
 
 
 def u_mpmath(a: float, d: float, t: float, dps: int = 30) -> mp.mpc:

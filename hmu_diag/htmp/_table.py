@@ -13,7 +13,7 @@ The density and CDF of HTMP(gamma, kappa, scale 1) follow (research note htmp.md
     log rho(x) = log s - lnGamma(1 + a) - lnGamma(s) + (delta - 1) log t - t - 2 L(tau),
     F(x)       = (phi(tau) - phi(0)) / (pi a)                 (total phase change pi a = pi kappa / 2).
 
-The solve starts in the bulk (x = 1) from an mpmath value of U and U' and runs backwards to the lower tail and
+The solve starts in the bulk (x = 1) from U and U' (connection formula, else mpmath) and runs backwards to the lower tail and
 forwards to the upper tail; in both directions the solution carries the dominant component, so the integration is
 stable for every delta (integer or not) and for parameters where scipy's hyp1f1 overflows.  The phase below the
 table is arcsin(pi B / R) with B = t^delta M(s, 1 + delta, -t) / (Gamma(a) Gamma(1 + delta)) = Im U / pi (first
@@ -31,7 +31,7 @@ from scipy import special as sp
 from scipy.integrate import solve_ivp
 
 from hmu_diag.errors import HmuDiagError
-from hmu_diag.htmp._kummer import hyp1f1, u_mpmath
+from hmu_diag.htmp._kummer import connection_parts, fast_applicable, hyp1f1, u_mpmath
 
 #: ODE tolerances (relative, absolute); the resulting log-density error is ~1e-11 in the bulk
 RTOL, ATOL = 1e-12, 1e-13
@@ -97,6 +97,18 @@ def tau_range(a: float, s: float, d: float) -> tuple[float, float]:
 
 
 def _initial_state(a: float, d: float, t_c: float) -> tuple[float, float]:
+    """(log|U|, Re t d/dt log U(a, 1-d, -t)) at t_c, using d/dt U(a, b, -t) = a U(a+1, b+1, -t).
+
+    Connection formula (both functions on the same side of the cut) when it is accurate, else mpmath."""
+    if fast_applicable(d) and fast_applicable(d - 1.0):
+        t = np.array([t_c])
+        lu0, err0, re0, im0, big0 = connection_parts(a, d, t)
+        lu1, err1, re1, im1, big1 = connection_parts(a + 1.0, d - 1.0, t)
+        if max(err0[0], err1[0]) < 1e-11:
+            ratio = complex(re1[0], im1[0]) / complex(re0[0], im0[0]) * math.exp(big1[0] - big0[0])
+            u = t_c * a * ratio.real
+            if math.isfinite(u) and math.isfinite(lu0[0]):
+                return 0.5 * float(lu0[0]), u
     with mp.workdps(30):
         u0 = u_mpmath(a, d, t_c)
         u1 = mp.hyperu(mp.mpf(a) + 1, 2 - mp.mpf(d), -mp.mpf(t_c), maxterms=10 ** 6, maxprec=20000)

@@ -1,7 +1,7 @@
 """Marchenko-Pastur law (the kappa -> infinity limit of HTMP), closed forms.
 
-For an N x M matrix X with i.i.d. entries of variance sigma^2/N... in the convention used throughout
-hmu_diag.htmp the law is parametrised by the aspect ratio ``gamma = M/N <= 1`` (smaller over larger
+Limit of the eigenvalues of W = X X^T / M for an N x M matrix X (N <= M) with i.i.d. entries of variance sigma^2.
+As throughout hmu_diag.htmp the law is parametrised by the aspect ratio ``gamma = N/M <= 1`` (smaller over larger
 dimension) and ``scale = sigma^2 = E[lambda]`` (the mean eigenvalue).  With edges
 
     lambda_-+ = scale * (1 -+ sqrt(gamma))^2
@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import eigvalsh_tridiagonal
 
+from hmu_diag.errors import OptionError
 from hmu_diag.htmp._checks import as_points, check_gamma, check_scale
 
 __all__ = ["mp_edges", "mp_pdf", "mp_logpdf", "mp_cdf", "mp_sf", "mp_moment", "mp_sample"]
@@ -55,12 +56,14 @@ def mp_logpdf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
 
 
 def _antiderivative(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    m, h = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    """G(x) with the arcsines written as arctan2(y, sqrt(1 - y^2)) (1 - y^2 in factored form), which keeps full
+    precision at the edges where arcsin(+-1 -+ eps) would lose half the digits."""
+    m = 0.5 * (lo + hi)
     r = np.sqrt(np.clip((hi - x) * (x - lo), 0.0, None))
-    g1 = m * np.arcsin(np.clip((x - m) / h, -1.0, 1.0))
+    g1 = m * np.arctan2(x - m, r)
     if lo > 0.0:
-        arg = ((lo + hi) * x - 2.0 * lo * hi) / ((hi - lo) * x)
-        g2 = np.sqrt(lo * hi) * np.arcsin(np.clip(arg, -1.0, 1.0))
+        root = np.sqrt(lo * hi)
+        g2 = root * np.arctan2((lo + hi) * x - 2.0 * lo * hi, 2.0 * root * r)
     else:  # gamma = 1: the lower edge is 0 and the last term vanishes
         g2 = 0.0
     return r + g1 - g2
@@ -97,7 +100,7 @@ def mp_moment(k: int, gamma: float, scale: float = 1.0) -> float:
     s = check_scale(scale, "mp_moment")
     k = int(k)
     if k < 0:
-        raise ValueError("mp_moment: k must be >= 0")
+        raise OptionError(f"mp_moment: k must be >= 0, got {k}")
     if k == 0:
         return 1.0
     return s ** k * sum(g ** j * comb(k, j) * comb(k - 1, j) / (j + 1) for j in range(k))
@@ -117,6 +120,6 @@ def mp_sample(n: int, gamma: float, scale: float = 1.0, rng=None) -> np.ndarray:
     s = check_scale(scale, "mp_sample")
     n = int(n)
     if n < 1:
-        raise ValueError("mp_sample: n must be >= 1")
+        raise OptionError(f"mp_sample: n must be a positive integer, got {n}")
     gen = np.random.default_rng(rng)
     return _laguerre_tridiagonal_eigs(n, beta=1.0, m=n / g, rng=gen) * (s * g / n)

@@ -204,7 +204,7 @@ def top_eigenpairs(matvec: Matvec, n: int, k: int, *, which: str = "LA", tol: fl
     alpha: list[float] = []
     beta: list[float] = []
     done, invariant = _lanczos_steps(matvec, Q, alpha, beta, 0, m, bd_tol)
-    restarts = 0
+    last_top: torch.Tensor | None = None
     while True:   # one more step at a time until the wanted Ritz pairs converge (T's eigh is cheap next to a matvec)
         theta, S = torch.linalg.eigh(_tridiagonal(alpha, beta[: done - 1]))
         est = (beta[done - 1] * S[-1, :]).abs()
@@ -215,8 +215,13 @@ def top_eigenpairs(matvec: Matvec, n: int, k: int, *, which: str = "LA", tol: fl
             Q = torch.cat([Q, Q.new_zeros(min(n, max(2 * Q.shape[0], done + m + 1)) - Q.shape[0], n)])
         if invariant:
             # The Krylov space is invariant: a single chain sees each repeated eigenvalue once.  Start a new chain
-            # orthogonal to it (T gets a zero off-diagonal) so further copies can be found; never stop right here.
-            restarts += 1
+            # orthogonal to it (T gets a zero off-diagonal) so further copies can be found, unless the last new
+            # chain changed none of the wanted values (e.g. a low-rank operator whose new chains only add zeros).
+            top = theta[sel]
+            if last_top is not None and top.shape == last_top.shape and bool(
+                    torch.allclose(top, last_top, rtol=tol, atol=tol * float(theta.abs().max()))):
+                break
+            last_top = top
             w = torch.randn(n, generator=gen, dtype=torch.float64).to(dtype=tdtype, device=device)
             basis = Q[:done]
             w = w - basis.T @ (basis @ w)
