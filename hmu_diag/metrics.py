@@ -38,6 +38,11 @@ from scipy.special import logsumexp
 
 from .fits.powerlaw import fit_power_law
 
+COLUMN_ORDER = ["N", "M", "Q", "gamma", "num_evals", "rank_loss", "dtype", "lambda_max", "alpha", "D", "sigma",
+                "xmin", "xmax", "num_pl_spikes", "p_value", "num_fingers", "fit_status", "warning", "alpha_weighted",
+                "log_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "entropy"]
+"""The order of the metric columns in every table (HTMP columns follow, in ``hmu_diag.htmp_metrics.COLUMNS`` order)."""
+
 UNDER_TRAINED_ALPHA = 6.0
 OVER_TRAINED_ALPHA = 2.0
 
@@ -78,13 +83,14 @@ def training_warning(alpha: float) -> str:
 
 
 def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: str = "float64",
-            xmax: float | None = None, fix_fingers: str | None = None, htmp: bool = True,
-            seed: int = 0) -> dict[str, Any]:
+            n_matrices: int = 1, xmax: float | None = None, fix_fingers: str | None = None, htmp: bool = True,
+            htmp_orientation: str = "auto", seed: int = 0) -> dict[str, Any]:
     """Every per-layer metric of one ESD, as a flat dict (one table row).
 
     Used alike for weight, Jacobian and Hessian spectra.  ``evals`` are all eigenvalues (any order); those ≤ ``zero_tol``
     count as rank loss and are excluded from the power-law and HTMP fits.  ``N ≥ M`` are the matrix dimensions that
-    define γ = M/N for the MP/HTMP fits.
+    define γ = M/N for the MP/HTMP fits; ``n_matrices`` is the number of matrices pooled into ``evals``.
+    ``htmp_orientation`` ("auto", "direct", "inverse") is passed to :func:`hmu_diag.fits.htmp.fit`.
     """
     evals = np.sort(np.asarray(evals, dtype=np.float64))
     fit_input = evals[evals > zero_tol]
@@ -99,5 +105,6 @@ def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: 
     row["warning"] = training_warning(fit.alpha)
     if htmp:
         from .htmp_metrics import htmp_metrics
-        row.update(htmp_metrics(fit_input, M / N, alpha=fit.alpha, seed=seed))
+        row.update(htmp_metrics(fit_input, M / N, alpha=fit.alpha, seed=seed, rank_loss=row["rank_loss"],
+                                n_matrices=n_matrices, orientation=htmp_orientation))
     return row

@@ -9,14 +9,18 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from .cache import ResultCache, result_key, source_fingerprint
 from .errors import OptionError
-from .load import iter_tensors, list_models
-from .metrics import esd_row
+from .executors import EXECUTORS, TaskFailure, run_tasks
+from .load import ModelRef, iter_tensors, list_models
+from .htmp_metrics import COLUMNS as HTMP_COLUMNS
+from .metrics import COLUMN_ORDER, esd_row
 from .spectra.weights import Spectrum, resolve_dtype, weight_spectrum
 from .walk import LayerMatrix, walk
 
 CONV_MODES = ("flat", "slices")
 FIX_FINGERS = (None, "xmin_peak", "clip_xmax")
+HTMP_ORIENTATIONS = ("auto", "direct", "inverse")
 IDENTITY_COLUMNS = ["model", "layer", "kind", "part", "param", "shape", "view", "source", "status"]
 
 
@@ -29,6 +33,7 @@ class AnalyzeOptions:
     dtype : "float64" or "float32", the type the ESD is computed in.
     device : torch device for the eigensolver.
     htmp : add the HTMP / Marchenko-Pastur columns.
+    htmp_orientation : "auto" (choose by KS distance), "direct" (λ ~ HTMP) or "inverse" (1/λ ~ HTMP).
     xmax, fix_fingers : power-law fit options (see :func:`hmu_diag.fit_power_law`).
     seed : seed of every random choice (bootstrap CIs), for reproducible tables.
     """
@@ -38,6 +43,7 @@ class AnalyzeOptions:
     dtype: str = "float64"
     device: str = "cpu"
     htmp: bool = True
+    htmp_orientation: str = "auto"
     xmax: float | None = None
     fix_fingers: str | None = None
     seed: int = 0
@@ -47,6 +53,9 @@ class AnalyzeOptions:
             raise OptionError(f"conv={self.conv!r}: choose one of {', '.join(CONV_MODES)}")
         if self.fix_fingers not in FIX_FINGERS:
             raise OptionError(f"fix_fingers={self.fix_fingers!r}: choose None, 'xmin_peak' or 'clip_xmax'")
+        if self.htmp_orientation not in HTMP_ORIENTATIONS:
+            raise OptionError(f"htmp_orientation={self.htmp_orientation!r}: choose one of "
+                              f"{', '.join(HTMP_ORIENTATIONS)}")
         if int(self.min_evals) < 2:
             raise OptionError(f"min_evals={self.min_evals}: must be at least 2")
         resolve_dtype(self.dtype)
@@ -66,18 +75,38 @@ def analyze_layer(model: str, lm: LayerMatrix, options: AnalyzeOptions) -> dict[
         return row
     spectrum = weight_spectrum(lm.matrices, dtype=options.dtype, device=options.device)
     row.update(esd_row(spectrum.evals, N=spectrum.N, M=spectrum.M, zero_tol=spectrum.zero_tol,
-                       dtype=spectrum.dtype, xmax=options.xmax, fix_fingers=options.fix_fingers,
-                       htmp=options.htmp, seed=options.seed))
+                       dtype=spectrum.dtype, n_matrices=spectrum.n_matrices, xmax=options.xmax,
+                       fix_fingers=options.fix_fingers, htmp=options.htmp,
+                       htmp_orientation=options.htmp_orientation, seed=options.seed))
     row["status"] = row["fit_status"]
     return row
 
 
-def iter_layers(source: Any, options: AnalyzeOptions, *, trust_pickle: bool = False) -> Iterator[tuple[str, LayerMatrix]]:
-    """(model name, layer matrix) for every matrix of every model in ``source``, streamed."""
+def iter_model_layers(source: Any, options: AnalyzeOptions, *,
+                      trust_pickle: bool = False) -> Iterator[tuple[ModelRef, LayerMatrix]]:
+    """(model, layer matrix) for every matrix of every model in ``source``, streamed one tensor at a time."""
     for ref in list_models(source, trust_pickle=trust_pickle):
         records = iter_tensors(ref.source, trust_pickle=trust_pickle)
         for lm in walk(records, conv=options.conv, min_evals=options.min_evals):
-            yield ref.name, lm
+            yield ref, lm
+
+
+def iter_layers(source: Any, options: AnalyzeOptions, *, trust_pickle: bool = False) -> Iterator[tuple[str, LayerMatrix]]:
+    """(model name, layer matrix) for every matrix of every model in ``source``, streamed."""
+    for ref, lm in iter_model_layers(source, options, trust_pickle=trust_pickle):
+        yield ref.name, lm
+
+
+def _analyze_task(task: tuple[str, LayerMatrix, AnalyzeOptions]) -> dict[str, Any]:
+    """Top-level (picklable) task for the executors: one layer's row."""
+    return analyze_layer(*task)
+
+
+def failure_row(model: str, lm: LayerMatrix, failure: TaskFailure) -> dict[str, Any]:
+    """The row of a layer whose analysis raised (or whose worker died): identity plus the reason."""
+    row = layer_identity(model, lm)
+    row["status"] = f"failed: {failure.error_type}: {failure.message.splitlines()[0] if failure.message else ''}"
+    return row
 
 
 def compute_spectra(source: Any, *, trust_pickle: bool = False, **options: Any) -> dict[tuple[str, str], Spectrum]:
@@ -89,18 +118,22 @@ def compute_spectra(source: Any, *, trust_pickle: bool = False, **options: Any) 
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows → DataFrame with the identity columns first, in a stable order."""
+    """Rows → DataFrame with the identity, metric and HTMP columns first, in one stable order (cached rows are
+    stored with sorted keys, so the order must not depend on the rows)."""
     frame = pd.DataFrame(rows)
     for column in IDENTITY_COLUMNS:
         if column not in frame:
             frame[column] = pd.Series(dtype=object)
-    rest = [c for c in frame.columns if c not in IDENTITY_COLUMNS]
-    return frame[IDENTITY_COLUMNS + rest]
+    known = [c for c in IDENTITY_COLUMNS + COLUMN_ORDER + list(HTMP_COLUMNS) if c in frame]
+    known = list(dict.fromkeys(IDENTITY_COLUMNS + known))
+    return frame[known + [c for c in frame.columns if c not in known]]
 
 
 def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str = "float64", device: str = "cpu",
             htmp: bool = True, xmax: float | None = None, fix_fingers: str | None = None, seed: int = 0,
-            trust_pickle: bool = False, progress: bool = False) -> pd.DataFrame:
+            htmp_orientation: str = "auto", trust_pickle: bool = False, n_jobs: int | None = 1,
+            executor: str = "local", scheduler: Any = None, cache_dir: str | None = None,
+            progress: bool = False) -> pd.DataFrame:
     """Analyse every weight matrix of a model (or of every model in a directory): one row per matrix.
 
     Parameters
@@ -115,20 +148,57 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
     xmax, fix_fingers : power-law fit options, see :func:`hmu_diag.fit_power_law`.
     seed : seed for every random step (deterministic tables).
     trust_pickle : allow pickles that execute code on load (only for checkpoints you trust).
-    progress : show a progress bar on stderr.
+    htmp_orientation : "auto" (default: the orientation with the smaller KS distance), "direct" or "inverse".
+    n_jobs : layers analysed in parallel by ``executor``; 1 (default) runs in this process.  Results are the same
+        as the serial run (to floating-point rounding when BLAS thread counts differ).
+    executor : "local" (a process pool of ``n_jobs`` workers when n_jobs > 1) or "dask" (one task per layer on the
+        Dask distributed cluster at ``scheduler``, an address like "tcp://host:8786" or a ``distributed.Client``).
+    cache_dir : folder of per-layer results, written atomically as each layer finishes and keyed by the checkpoint's
+        content, the options and the layer; rerunning the same command reuses them (an interrupted run resumes).
+        In-memory models are never cached.
+    progress : show a progress bar on stderr (only when stderr is a terminal).
 
     Returns
     -------
     DataFrame with the identity columns ``model, layer, kind, part, param, shape, view, source, status`` and the metric
     columns of :func:`hmu_diag.metrics.esd_row`.  ``status`` is "ok", "skipped: <reason>" or "failed: <reason>".
     """
-    options = AnalyzeOptions(conv=conv, min_evals=min_evals, dtype=dtype, device=device, htmp=htmp, xmax=xmax,
-                             fix_fingers=fix_fingers, seed=seed)
-    layers = iter_layers(source, options, trust_pickle=trust_pickle)
-    if progress:
-        from tqdm import tqdm
-        layers = tqdm(layers, desc="layers", unit="layer", leave=False)
-    return to_frame([analyze_layer(model, lm, options) for model, lm in layers])
+    options = AnalyzeOptions(conv=conv, min_evals=min_evals, dtype=dtype, device=device, htmp=htmp,
+                             htmp_orientation=htmp_orientation, xmax=xmax, fix_fingers=fix_fingers, seed=seed)
+    if executor not in EXECUTORS:
+        raise OptionError(f"executor={executor!r}: choose one of {', '.join(EXECUTORS)}")
+    cache = ResultCache(cache_dir) if cache_dir is not None else None
+    rows: list[dict[str, Any] | None] = []   # final rows in layer order; None = computed by a task
+    pending: list[tuple[int, str | None, str, LayerMatrix]] = []   # (row slot, cache key, model, layer) per task
+    fingerprints: dict[str, str | None] = {}
+
+    def tasks() -> Iterator[tuple[str, LayerMatrix, AnalyzeOptions]]:
+        for ref, lm in iter_model_layers(source, options, trust_pickle=trust_pickle):
+            key = None
+            if cache is not None:
+                if ref.name not in fingerprints:
+                    fingerprints[ref.name] = source_fingerprint(ref)
+                if fingerprints[ref.name] is not None:
+                    key = result_key(fingerprints[ref.name], f"{ref.name}/{lm.layer}", options_dict(options))
+                    cached = cache.get(key)
+                    if cached is not None:
+                        rows.append(cached)
+                        continue
+            pending.append((len(rows), key, ref.name, lm))
+            rows.append(None)
+            yield ref.name, lm, options
+
+    def store(index: int, result: Any) -> None:
+        key = pending[index][1]
+        if key is not None and not isinstance(result, TaskFailure):
+            cache.put(key, result)
+
+    serial = executor == "local" and (n_jobs or 1) == 1
+    results = run_tasks(_analyze_task, tasks(), executor="serial" if serial else executor, n_jobs=n_jobs,
+                        scheduler=scheduler, progress=progress, on_result=store)
+    for (slot, _, model, lm), result in zip(pending, results):
+        rows[slot] = failure_row(model, lm, result) if isinstance(result, TaskFailure) else result
+    return to_frame(rows)
 
 
 def options_dict(options: AnalyzeOptions) -> dict[str, Any]:

@@ -25,10 +25,14 @@ def spectrum_task(task: tuple[int, int]) -> tuple[float, ...]:
     return tuple(float(x) for x in np.linalg.eigvalsh(w.T @ w)[-3:])
 
 
-def sleepy_index(task: tuple[int, float]) -> int:
-    """Return the task's index after sleeping (later tasks finish first)."""
-    index, delay = task
-    time.sleep(delay)
+def index_after_flag(task: tuple[int, str | None, str | None]) -> int:
+    """Return the task's index; wait (up to 60 s) for file ``wait_for`` first, create file ``signal`` last."""
+    index, wait_for, signal = task
+    deadline = time.monotonic() + 60
+    while wait_for is not None and not os.path.exists(wait_for) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if signal is not None:
+        open(signal, "w").close()
     return index
 
 
@@ -73,10 +77,12 @@ def test_local_pool_gives_identical_results_in_task_order():
     assert run_tasks(spectrum_task, TASKS, executor="local", n_jobs=2) == expected()
 
 
-def test_order_kept_when_tasks_finish_out_of_order():
-    tasks = [(0, 1.0)] + [(i, 0.0) for i in range(1, 6)]  # task 0 finishes last
+def test_order_kept_when_tasks_finish_out_of_order(tmp_path):
+    flag = str(tmp_path / "last-done")  # task 0 waits for task 5, so it finishes last whatever the machine's load
+    tasks = [(0, flag, None)] + [(i, None, flag if i == 5 else None) for i in range(1, 6)]
     finished: list[int] = []
-    results = run_tasks(sleepy_index, tasks, executor="local", n_jobs=2, on_result=lambda i, r: finished.append(i))
+    results = run_tasks(index_after_flag, tasks, executor="local", n_jobs=2,
+                        on_result=lambda i, r: finished.append(i))
     assert results == list(range(6))
     assert sorted(finished) == list(range(6))
     assert finished[-1] == 0  # completion order differed, yet the list is in task order

@@ -113,3 +113,39 @@ def test_directory_of_checkpoints_gives_one_model_each(tmp_path):
     df = analyze(tmp_path, htmp=False)
     assert sorted(df["model"].unique()) == ["m1.safetensors", "m2.safetensors"]
     assert isinstance(summarize(df), pd.DataFrame) and len(summarize(df)) == 2
+
+
+DEMO = "models_zoo/demo/digits_mlp.safetensors"
+
+
+def test_resumed_run_reuses_cached_rows_and_gives_the_same_table(tmp_path, monkeypatch):
+    first = analyze(DEMO, cache_dir=tmp_path)
+    import hmu_diag.pipeline as pipeline
+
+    def must_not_run(*args):
+        raise AssertionError("a cached layer was recomputed")
+    monkeypatch.setattr(pipeline, "analyze_layer", must_not_run)
+    again = analyze(DEMO, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)
+    changed = analyze(DEMO, cache_dir=tmp_path / "other", htmp=False)  # other options: other keys, recomputed...
+    assert changed["status"].str.startswith("failed: AssertionError").all()  # ...so the patched function ran
+
+
+def test_parallel_run_equals_serial_run():
+    serial = analyze(DEMO, htmp=False)
+    parallel = analyze(DEMO, htmp=False, n_jobs=2)
+    pd.testing.assert_frame_equal(serial, parallel, check_exact=False, rtol=1e-9)
+
+
+def test_a_layer_that_raises_is_reported_not_fatal(monkeypatch):
+    import hmu_diag.pipeline as pipeline
+    real = pipeline.weight_spectrum
+
+    def flaky(matrices, **kw):
+        if matrices.shape[-1] == 64:
+            raise FloatingPointError("eigensolver did not converge")
+        return real(matrices, **kw)
+    monkeypatch.setattr(pipeline, "weight_spectrum", flaky)
+    df = analyze(DEMO, htmp=False).set_index("layer")
+    assert df.loc["fc1", "status"] == "failed: FloatingPointError: eigensolver did not converge"
+    assert df.loc["fc2", "status"] == "ok"

@@ -11,7 +11,7 @@ import sys
 
 from ..errors import HmuDiagError
 
-COMMANDS = ("analyze",)
+COMMANDS = ("analyze", "rank", "compare", "report", "jacobian", "hessian")
 
 DESCRIPTION = """\
 Audit trained neural networks from the spectra of their matrices, without test data.
@@ -26,6 +26,11 @@ examples:
   hmu-diag analyze models_zoo/demo/digits_mlp.safetensors -o reports/demo
   hmu-diag analyze checkpoint.pt --conv slices --format json -o out/
   hmu-diag analyze shards/model.safetensors.index.json --dtype float32
+  hmu-diag rank models_zoo/digits/batch_size --manifest models_zoo/digits/batch_size/manifest.json -o out/rank
+  hmu-diag compare a.safetensors b.safetensors
+  hmu-diag report models_zoo/demo/digits_mlp.safetensors -o reports/demo_report
+  hmu-diag jacobian --model models_zoo.mtcnn_onet:onet --data sklearn:sample_images
+  hmu-diag hessian --model models_zoo.mtcnn_onet:onet --data sklearn:sample_images --loss nll --labels argmax --output 2
 
 Run 'hmu-diag <command> --help' for the options of each command.
 """

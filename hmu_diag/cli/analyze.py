@@ -24,6 +24,8 @@ examples:
   hmu-diag analyze models_zoo/demo/digits_mlp.safetensors -o reports/demo
   hmu-diag analyze model.pt --conv slices          # conv layers as WeightWatcher's pooled kernel slices
   hmu-diag analyze ckpts/ --format parquet -o out  # every checkpoint in a directory, one model each
+  hmu-diag analyze big.safetensors.index.json -j 2 --cache-dir .cache/hmu   # parallel, resumable
+  hmu-diag analyze zoo/ --executor dask --scheduler tcp://127.0.0.1:8786      # one task per layer on Dask
   hmu-diag analyze untrusted.pt --trust-pickle     # only for files whose code you trust
 """
 
@@ -51,13 +53,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--fix-fingers", choices=("xmin_peak", "clip_xmax"), default=None,
                    help="WeightWatcher's corrections for outlier 'fingers' in the tail (default: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
+    p.add_argument("--htmp-orientation", choices=("auto", "direct", "inverse"), default="auto",
+                   help="HTMP fit of the eigenvalues (direct), of their inverses (inverse) or whichever fits better "
+                        "by KS distance (auto, default)")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                   help="analyse N layers in parallel worker processes (default: %(default)s = in this process)")
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="where parallel layers run: a local process pool, or a Dask cluster (see --scheduler)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address for --executor dask, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="store each layer's result in DIR as it finishes; rerunning the same command resumes "
+                        "from there (keyed by file content and options)")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
     return p
 
 
-def print_table(layers: pd.DataFrame, stream=sys.stdout) -> None:
+def print_table(layers: pd.DataFrame, stream=None) -> None:
     """A readable table of the analysed layers on ``stream``, then one line per skip reason with its count."""
+    stream = stream or sys.stdout
     cols = [c for c in TABLE_COLUMNS if c in layers]
     if layers["model"].nunique() <= 1:
         cols.remove("model")
@@ -71,8 +86,9 @@ def print_table(layers: pd.DataFrame, stream=sys.stdout) -> None:
 def run(args: argparse.Namespace) -> int:
     """Analyse, write the tables, print a summary."""
     layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
-                     htmp=args.htmp, fix_fingers=args.fix_fingers, seed=args.seed, trust_pickle=args.trust_pickle,
-                     progress=sys.stderr.isatty())
+                     htmp=args.htmp, htmp_orientation=args.htmp_orientation, fix_fingers=args.fix_fingers,
+                     seed=args.seed, trust_pickle=args.trust_pickle, n_jobs=args.jobs, executor=args.executor,
+                     scheduler=args.scheduler, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
     table = write_layers(layers, args.outdir, args.format)
     summary = summarize(layers)
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}

@@ -15,10 +15,11 @@ The same two layouts of ``.bin`` shards (``pytorch_model.bin.index.json``) are l
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,9 @@ def read_index(index: Path) -> dict[str, Path]:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{index}: not a shard index with a weight_map ({exc!r})") from None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CheckpointError(f"{index}: weight_map is empty or not a mapping of tensor names to shard files")
     resolved = {name: index.parent / shard for name, shard in weight_map.items()}
     missing = sorted({str(p.name) for p in resolved.values() if not p.is_file()})
     if missing:
@@ -115,22 +119,31 @@ def group_shards(paths: list[Path]) -> tuple[list[ShardedCheckpoint], list[Path]
 
 def iter_sharded(ckpt: ShardedCheckpoint, *, trust_pickle: bool = False) -> Iterator[TensorRecord]:
     """Stream a sharded checkpoint: safetensors lazily across shards in natural name order; ``.bin`` shards
-    one shard at a time."""
+    one shard at a time.  A shard is closed as soon as its last tensor has been read, so memory held through the
+    memory-mapped handles stays near one shard's worth for checkpoints whose shards hold contiguous layers."""
     if ckpt.files[0].suffix == ".bin":
         for shard in ckpt.files:
             yield from iter_pickle(shard, sniff_format(shard), trust_pickle=trust_pickle)
         return
-    with ExitStack() as stack:
-        handles = {}
-        if ckpt.index is not None:
-            owner = read_index(ckpt.index)
-        else:
-            owner = {}
-            for shard in ckpt.files:
-                handles[shard] = stack.enter_context(_safe_open(shard))
-                owner.update({name: shard for name in handles[shard].keys()})
+    if ckpt.index is not None:
+        owner = read_index(ckpt.index)
+    else:
+        owner = {}
+        for shard in ckpt.files:
+            with _safe_open(shard) as handle:
+                owner.update({name: shard for name in handle.keys()})
+    remaining = Counter(owner.values())
+    handles: dict[Path, object] = {}
+    try:
         for name in sorted(owner, key=natural_key):
             shard = owner[name]
             if shard not in handles:
-                handles[shard] = stack.enter_context(_safe_open(shard))
-            yield TensorRecord(clean_name(name), _get(handles[shard], shard, name), None, False)
+                handles[shard] = _safe_open(shard).__enter__()
+            tensor = _get(handles[shard], shard, name)
+            remaining[shard] -= 1
+            if remaining[shard] == 0:
+                handles.pop(shard).__exit__(None, None, None)
+            yield TensorRecord(clean_name(name), tensor, None, False)
+    finally:
+        for handle in handles.values():
+            handle.__exit__(None, None, None)
