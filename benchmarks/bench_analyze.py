@@ -11,6 +11,7 @@ off and on.  Usage: python benchmarks/bench_analyze.py [--repeat 3] [--skip-mobi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
 import sys
@@ -36,7 +37,8 @@ def mobilenet_v2_state_dict() -> dict:
 def run_weightwatcher(model) -> object:
     import weightwatcher as ww
     logging.getLogger("weightwatcher").setLevel(logging.ERROR)
-    return ww.WeightWatcher(model=model).analyze()
+    with contextlib.redirect_stdout(io.StringIO()):  # WW prints "SMALL N PL FIT" for every small layer
+        return ww.WeightWatcher(model=model).analyze()
 
 
 def bare_eig(model, conv: str) -> float:

@@ -34,7 +34,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp
 
 from .fits.powerlaw import fit_power_law
 
@@ -67,8 +66,9 @@ def alpha_metrics(alpha: float, evals: np.ndarray, lambda_max: float) -> dict[st
     positive = evals[evals > 0]
     if not math.isfinite(alpha) or positive.size == 0:
         return {"alpha_weighted": math.nan, "log_alpha_norm": math.nan}
+    top = positive.max()  # Σ λ^α = λ_max^α Σ (λ/λ_max)^α: no overflow for large α or λ
     return {"alpha_weighted": alpha * math.log10(lambda_max),
-            "log_alpha_norm": float(logsumexp(alpha * np.log(positive)) / math.log(10.0))}
+            "log_alpha_norm": alpha * math.log10(top) + math.log10(float(np.sum((positive / top) ** alpha)))}
 
 
 def training_warning(alpha: float) -> str:

@@ -149,3 +149,13 @@ def test_a_layer_that_raises_is_reported_not_fatal(monkeypatch):
     df = analyze(DEMO, htmp=False).set_index("layer")
     assert df.loc["fc1", "status"] == "failed: FloatingPointError: eigensolver did not converge"
     assert df.loc["fc2", "status"] == "ok"
+
+
+@pytest.mark.dask
+def test_dask_cluster_run_equals_serial_run():
+    distributed = pytest.importorskip("distributed")
+    serial = analyze(DEMO, htmp=False)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        on_dask = analyze(DEMO, htmp=False, executor="dask", scheduler=cluster.scheduler_address, n_jobs=2)
+    pd.testing.assert_frame_equal(serial, on_dask, check_exact=False, rtol=1e-9)

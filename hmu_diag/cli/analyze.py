@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 
+from ._execution import add_execution_options, execution_kwargs
 from ..output import FORMATS, write_layers, write_summary
 from ..pipeline import CONV_MODES, analyze
 from ..summary import summarize
@@ -56,15 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--htmp-orientation", choices=("auto", "direct", "inverse"), default="auto",
                    help="HTMP fit of the eigenvalues (direct), of their inverses (inverse) or whichever fits better "
                         "by KS distance (auto, default)")
-    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
-                   help="analyse N layers in parallel worker processes (default: %(default)s = in this process)")
-    p.add_argument("--executor", choices=("local", "dask"), default="local",
-                   help="where parallel layers run: a local process pool, or a Dask cluster (see --scheduler)")
-    p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="Dask scheduler address for --executor dask, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--cache-dir", metavar="DIR",
-                   help="store each layer's result in DIR as it finishes; rerunning the same command resumes "
-                        "from there (keyed by file content and options)")
+    add_execution_options(p)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
     return p
@@ -87,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     """Analyse, write the tables, print a summary."""
     layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
                      htmp=args.htmp, htmp_orientation=args.htmp_orientation, fix_fingers=args.fix_fingers,
-                     seed=args.seed, trust_pickle=args.trust_pickle, n_jobs=args.jobs, executor=args.executor,
-                     scheduler=args.scheduler, cache_dir=args.cache_dir, progress=sys.stderr.isatty())
+                     seed=args.seed, trust_pickle=args.trust_pickle, progress=sys.stderr.isatty(),
+                     **execution_kwargs(args))
     table = write_layers(layers, args.outdir, args.format)
     summary = summarize(layers)
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}

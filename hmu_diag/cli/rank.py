@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 
+from ._execution import add_execution_options, execution_kwargs
 from ..pipeline import CONV_MODES
 from ..rank import DEFAULT_SCORE, METRICS, RankResult, rank
 
@@ -64,6 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-htmp", dest="htmp", action="store_false", help="skip the MP and HTMP fits (faster)")
     p.add_argument("--device", default="cpu", help="torch device for eigenvalues (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
+    add_execution_options(p)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
     return p
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     """Rank, write the tables (and report), print the ranking."""
     result = rank(args.paths, manifest=args.manifest, baseline=args.baseline,
                   exclude_kinds=() if args.include_embeddings else ("embedding",), seed=args.seed, conv=args.conv,
-                  htmp=args.htmp, device=args.device, trust_pickle=args.trust_pickle)
+                  htmp=args.htmp, device=args.device, trust_pickle=args.trust_pickle, **execution_kwargs(args))
     from ..report import write_report          # matplotlib is imported only when a command needs it
     from ..report.tables import write_tables
     paths = write_tables(result, args.outdir)
