@@ -3,21 +3,27 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 
-def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
-    """Best wall time in seconds of ``repeat`` calls (best-of reduces noise on a shared machine)."""
-    times = []
+def timed(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
+    """(best wall time in seconds of ``repeat`` calls, the last call's result); best-of reduces noise on a shared
+    machine."""
+    best, result = float("inf"), None
     for _ in range(repeat):
         gc.collect()
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        result = run()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
+    """Best wall time in seconds of ``repeat`` calls."""
+    return timed(repeat, fn)[0]
 
 
 def gpt2_small_shaped(seed: int = 0) -> nn.Module:

@@ -19,23 +19,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 
 import numpy as np
 import torch
 
+from _common import timed  # this folder is sys.path[0] when run as a script
 from hmu_diag.fits.powerlaw import fit_power_law
 from hmu_diag.spectra.approx import approx_top_eigenvalues
 from hmu_diag.spectra.weights import weight_spectrum
 
-
-def best_time(repeat: int, run):
-    best, out = math.inf, None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = run()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def main() -> int:
@@ -53,8 +45,8 @@ def main() -> int:
     w = torch.from_numpy((rng.standard_t(3, size=(args.rows, args.cols)) / math.sqrt(args.rows)).astype(np.float32))
     print(f"W: {args.rows} x {args.cols} float32 ({w.numel() * 4 / 2**20:.0f} MiB), Student-t(3), 1 thread")
 
-    t64, exact = best_time(args.repeat, lambda: weight_spectrum(w, dtype="float64").evals)
-    t32, exact32 = best_time(args.repeat, lambda: weight_spectrum(w, dtype="float32").evals)
+    t64, exact = timed(args.repeat, lambda: weight_spectrum(w, dtype="float64").evals)
+    t32, exact32 = timed(args.repeat, lambda: weight_spectrum(w, dtype="float32").evals)
     full = fit_power_law(exact)
     print(f"{'run':34s} {'seconds':>8s} {'vs exact f64':>12s} {'top rel err':>12s} {'k-th rel err':>12s} "
           f"{'max rel err':>12s} {'alpha':>8s} {'d alpha':>9s}")
@@ -67,10 +59,10 @@ def main() -> int:
     if args.svd:
         import scipy.linalg
         w64 = w.double().numpy()
-        tsvd, _ = best_time(args.repeat, lambda: scipy.linalg.svd(w64, compute_uv=False))
+        tsvd, _ = timed(args.repeat, lambda: scipy.linalg.svd(w64, compute_uv=False))
         print(f"{'scipy svd float64 (WeightWatcher)':34s} {tsvd:8.2f} {t64 / tsvd:12.2f}")
     for k in args.k:
-        t, approx = best_time(args.repeat, lambda: approx_top_eigenvalues(w, k, n_iter=args.n_iter))
+        t, approx = timed(args.repeat, lambda: approx_top_eigenvalues(w, k, n_iter=args.n_iter))
         err = np.abs(approx - exact[-k:]) / exact[-k:]
         fit = fit_power_law(approx)
         inside = "inside" if full.n_tail <= k else "OUTSIDE"

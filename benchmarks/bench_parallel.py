@@ -23,11 +23,11 @@ import argparse
 import importlib.util
 import math
 import sys
-import time
 
 import numpy as np
 import torch
 
+from _common import timed  # this folder is sys.path[0] when run as a script
 from hmu_diag.executors import available_cores, run_tasks
 from hmu_diag.pipeline import AnalyzeOptions, analyze_layer
 from hmu_diag.walk import walk
@@ -68,14 +68,6 @@ def max_difference(a: list[dict], b: list[dict]) -> float:
                 return math.inf
     return worst
 
-
-def timed(repeat: int, run) -> tuple[float, list]:
-    best, result = math.inf, None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> int:

@@ -12,21 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import time
 import warnings
 
 import numpy as np
 
+from _common import timed  # this folder is sys.path[0] when run as a script
 from hmu_diag.fits.powerlaw import fit_power_law, fit_power_law_ww
 
-
-def best_of(fn, reps: int) -> tuple[float, object]:
-    best, out = np.inf, None
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def datasets(n: int) -> dict[str, np.ndarray]:
@@ -52,21 +44,21 @@ def main() -> None:
     for n in sizes:
         for name, x in datasets(n).items():
             reps_ref = 1 if n >= 16000 else 3
-            t_ours, ours = best_of(lambda: fit_power_law(x), 10)
+            t_ours, ours = timed(10, lambda: fit_power_law(x))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                t_ref, ref = best_of(lambda: powerlaw.Fit(x, parameter_ranges={"alpha": [1, 50]}, verbose=0), reps_ref)
-            t_ww_ours, ours_ww = best_of(lambda: fit_power_law_ww(x), 10)
+                t_ref, ref = timed(reps_ref, lambda: powerlaw.Fit(x, parameter_ranges={"alpha": [1, 50]}, verbose=0))
+            t_ww_ours, ours_ww = timed(10, lambda: fit_power_law_ww(x))
             with contextlib.redirect_stdout(io.StringIO()):
-                t_ww, ww = best_of(lambda: WWFit(x), reps_ref)
+                t_ww, ww = timed(reps_ref, lambda: WWFit(x))
             print(f"{name:10s} {n:6d} {t_ours * 1e3:9.2f} {t_ref:11.3f} {t_ref / t_ours:7.0f} "
                   f"{str(agree(ours, ref.xmin, ref.alpha, ref.D)):>6s} {t_ww_ours * 1e3:10.2f} {t_ww:8.3f} "
                   f"{t_ww / t_ww_ours:7.0f} {str(agree(ours_ww, ww.xmin, ww.alpha, ww.D)):>6s}")
 
     # one 768 x 3072 layer: the fit against the eigendecomposition that produces its ESD
     W = np.random.default_rng(0).standard_t(3, (3072, 768))
-    t_eig, ev = best_of(lambda: np.linalg.eigvalsh(W.T @ W), 5)
-    t_fit, _ = best_of(lambda: fit_power_law(ev), 20)
+    t_eig, ev = timed(5, lambda: np.linalg.eigvalsh(W.T @ W))
+    t_fit, _ = timed(20, lambda: fit_power_law(ev))
     print(f"768x3072 layer: Gram + eigvalsh {t_eig * 1e3:.1f} ms, fit_power_law {t_fit * 1e3:.2f} ms "
           f"({100 * t_fit / t_eig:.0f}% of the eigendecomposition)")
 
