@@ -12,7 +12,10 @@ and the power-law fit (``hmu_diag.fit_power_law``) on the approximate top k agai
 Δα, and whether the exact x_min lies inside the top k (the condition under which the two fits agree, see the
 :mod:`hmu_diag.spectra.approx` docstring).
 
+``--analyze`` adds the whole per-layer row: ``analyze(spectrum="approx")`` against the exact float64 ``analyze()``.
+
     OMP_NUM_THREADS=1 python benchmarks/bench_approx.py --rows 20000 --cols 2048 --k 64 256
+    python benchmarks/bench_approx.py --rows 50257 --cols 4096 --k 128 --analyze
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from _common import timed  # this folder is sys.path[0] when run as a script
+from hmu_diag import analyze
 from hmu_diag.fits.powerlaw import fit_power_law
 from hmu_diag.spectra.approx import approx_top_eigenvalues
 from hmu_diag.spectra.weights import weight_spectrum
@@ -39,11 +43,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--svd", action="store_true", help="also time scipy's float64 SVD (WeightWatcher's path)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--analyze", action="store_true",
+                        help="also compare analyze(spectrum='approx') with the exact analyze() of the matrix")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     w = torch.from_numpy((rng.standard_t(3, size=(args.rows, args.cols)) / math.sqrt(args.rows)).astype(np.float32))
-    print(f"W: {args.rows} x {args.cols} float32 ({w.numel() * 4 / 2**20:.0f} MiB), Student-t(3), 1 thread")
+    print(f"W: {args.rows} x {args.cols} float32 ({w.numel() * 4 / 2**20:.0f} MiB), Student-t(3), "
+          f"{torch.get_num_threads()} thread(s) "
+          f"(OMP_NUM_THREADS sets them for torch and BLAS alike)")
 
     t64, exact = timed(args.repeat, lambda: weight_spectrum(w, dtype="float64").evals)
     t32, exact32 = timed(args.repeat, lambda: weight_spectrum(w, dtype="float32").evals)
@@ -69,7 +76,25 @@ def main() -> int:
         print(f"{f'approx top-{k} (n_iter={args.n_iter}, float32)':34s} {t:8.2f} {t64 / t:12.2f} {err[-1]:12.1e} "
               f"{err[0]:12.1e} {err.max():12.1e} {fit.alpha:8.4f} {fit.alpha - full.alpha:9.1e}"
               f"   exact x_min {inside} the top {k} (n_tail {full.n_tail})")
+    if args.analyze:
+        compare_analyze(w, args.repeat)
     return 0
+
+
+def compare_analyze(w: torch.Tensor, repeat: int) -> None:
+    """The whole per-layer row: analyze(spectrum="approx") (k doubled until the tail fits inside) against the exact
+    float64 analyze() of the same matrix, as an embedding (WeightWatcher 0.7.7 skips embeddings with N > 50,000)."""
+    source = {"embed_tokens.weight": w}
+    t_exact, exact = timed(repeat, lambda: analyze(source, htmp=False).iloc[0])
+    print(f"\nanalyze() of the matrix as an embedding ({exact['kind']}), htmp off:")
+    print(f"  exact float64                         {t_exact:8.2f} s   alpha {exact['alpha']:.4f}  "
+          f"n_tail {exact['num_pl_spikes']}")
+    for dtype in ("float64", "float32"):
+        t, row = timed(repeat, lambda: analyze(source, htmp=False, spectrum="approx", dtype=dtype).iloc[0])
+        print(f"  spectrum=approx {dtype} ({row['esd_method']:>24s}) {t:8.2f} s   {t_exact / t:5.2f}x faster, "
+              f"|d alpha| = {abs(row['alpha'] - exact['alpha']):.1e}, d lambda_max/lambda_max = "
+              f"{abs(row['lambda_max'] / exact['lambda_max'] - 1):.1e}, d log_norm = "
+              f"{abs(row['log_norm'] - exact['log_norm']):.1e}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ N, M, Q, gamma         larger / smaller matrix dimension, Q = N/M ≥ 1, γ = M/
 num_evals              number of eigenvalues in the ESD (B·M for B pooled matrices)
 rank_loss              eigenvalues ≤ zero_tol = λ_max·N·eps(dtype) (numerically zero; excluded from fits)
 dtype                  floating-point type the ESD was computed in
+esd_method             "exact", or "top-k block Krylov" when only the k largest eigenvalues were computed
+                       (``spectrum="approx"``): then rank_loss, entropy, log_alpha_norm and the MP/HTMP columns,
+                       which need the whole ESD, are NaN; log_norm and stable_rank use the exact trace ‖W‖_F²
 lambda_max             λ_max (the squared spectral norm)
 log_norm               log10 Σ λ_i = log10 ‖W‖_F²
 log_spectral_norm      log10 λ_max
@@ -37,7 +40,7 @@ import numpy as np
 
 from .fits.powerlaw import fit_power_law
 
-COLUMN_ORDER = ["N", "M", "Q", "gamma", "num_evals", "rank_loss", "dtype", "lambda_max", "alpha", "D", "sigma",
+COLUMN_ORDER = ["N", "M", "Q", "gamma", "num_evals", "rank_loss", "dtype", "esd_method", "lambda_max", "alpha", "D", "sigma",
                 "xmin", "xmax", "num_pl_spikes", "p_value", "num_fingers", "fit_status", "warning", "alpha_weighted",
                 "log_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "entropy"]
 """The order of the metric columns in every table (HTMP columns follow, in ``hmu_diag.htmp_metrics.COLUMNS`` order)."""
@@ -46,17 +49,19 @@ UNDER_TRAINED_ALPHA = 6.0
 OVER_TRAINED_ALPHA = 2.0
 
 
-def norm_metrics(evals: np.ndarray) -> dict[str, float]:
-    """Scale metrics of an ESD (all eigenvalues, zeros included): log_norm, log_spectral_norm, stable_rank, entropy."""
+def norm_metrics(evals: np.ndarray, trace: float | None = None) -> dict[str, float]:
+    """Scale metrics of an ESD (all eigenvalues, zeros included): log_norm, log_spectral_norm, stable_rank, entropy.
+
+    ``trace``: Σ λ_i when ``evals`` is only the top of the ESD; then the entropy (which needs every λ) is NaN."""
     positive = evals[evals > 0]
-    total = float(positive.sum())
+    total = float(positive.sum()) if trace is None else float(trace)
     lam_max = float(evals[-1]) if evals.size else math.nan
     if total <= 0 or not math.isfinite(total):
         return {"lambda_max": lam_max, "log_norm": math.nan, "log_spectral_norm": math.nan,
                 "stable_rank": math.nan, "entropy": math.nan}
     p = positive / total
     rank = positive.size
-    entropy = float(-(p * np.log(p)).sum() / math.log(rank)) if rank > 1 else math.nan
+    entropy = float(-(p * np.log(p)).sum() / math.log(rank)) if rank > 1 and trace is None else math.nan
     return {"lambda_max": lam_max, "log_norm": math.log10(total), "log_spectral_norm": math.log10(lam_max),
             "stable_rank": total / lam_max, "entropy": entropy}
 
@@ -84,26 +89,34 @@ def training_warning(alpha: float) -> str:
 
 def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: str = "float64",
             n_matrices: int = 1, xmax: float | None = None, fix_fingers: str | None = None, htmp: bool = True,
-            htmp_orientation: str = "auto", seed: int = 0) -> dict[str, Any]:
+            htmp_orientation: str = "auto", seed: int = 0, esd_method: str = "exact",
+            trace: float | None = None) -> dict[str, Any]:
     """Every per-layer metric of one ESD, as a flat dict (one table row).
 
     Used alike for weight, Jacobian and Hessian spectra.  ``evals`` are all eigenvalues (any order); those ≤ ``zero_tol``
     count as rank loss and are excluded from the power-law and HTMP fits.  ``N ≥ M`` are the matrix dimensions that
     define γ = M/N for the MP/HTMP fits; ``n_matrices`` is the number of matrices pooled into ``evals``.
     ``htmp_orientation`` ("auto", "direct", "inverse") is passed to :func:`hmu_diag.fits.htmp.fit`.
+    A partial ESD (``esd_method`` other than "exact": ``evals`` are the largest n_matrices·M eigenvalues only, whose
+    sum is ``trace``) gets the tail and norm columns; those that need the whole ESD are NaN (module docstring).
     """
     evals = np.sort(np.asarray(evals, dtype=np.float64))
     fit_input = evals[evals > zero_tol]
-    row: dict[str, Any] = {"N": int(N), "M": int(M), "Q": N / M, "gamma": M / N, "num_evals": int(evals.size),
-                           "rank_loss": int(evals.size - fit_input.size), "dtype": dtype}
-    row.update(norm_metrics(evals))
+    partial = esd_method != "exact"
+    row: dict[str, Any] = {"N": int(N), "M": int(M), "Q": N / M, "gamma": M / N,
+                           "num_evals": int(n_matrices * M) if partial else int(evals.size),
+                           "rank_loss": math.nan if partial else int(evals.size - fit_input.size), "dtype": dtype,
+                           "esd_method": esd_method}
+    row.update(norm_metrics(evals, trace if partial else None))
     fit = fit_power_law(fit_input, xmax=xmax, fix_fingers=fix_fingers)
     row.update({"alpha": fit.alpha, "xmin": fit.xmin, "xmax": fit.xmax, "D": fit.D, "sigma": fit.sigma,
                 "p_value": fit.p_value, "num_pl_spikes": fit.n_tail, "num_fingers": fit.num_fingers,
                 "fit_status": fit.status})
     row.update(alpha_metrics(fit.alpha, fit_input, row["lambda_max"]))
+    if partial:
+        row["log_alpha_norm"] = math.nan
     row["warning"] = training_warning(fit.alpha)
-    if htmp:
+    if htmp and not partial:
         from .htmp_metrics import htmp_metrics
         row.update(htmp_metrics(fit_input, M / N, alpha=fit.alpha, seed=seed, rank_loss=row["rank_loss"],
                                 n_matrices=n_matrices, orientation=htmp_orientation))

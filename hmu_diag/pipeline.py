@@ -15,10 +15,12 @@ from .executors import EXECUTORS, TaskFailure, run_tasks
 from .load import ModelRef, iter_tensors, list_models
 from .htmp_metrics import COLUMNS as HTMP_COLUMNS
 from .metrics import COLUMN_ORDER, esd_row
+from .spectra.approx import tail_spectrum
 from .spectra.weights import Spectrum, resolve_dtype, weight_spectrum
 from .walk import LayerMatrix, walk
 
 CONV_MODES = ("flat", "slices")
+SPECTRUM_MODES = ("exact", "approx")
 FIX_FINGERS = (None, "xmin_peak", "clip_xmax")
 HTMP_ORIENTATIONS = ("auto", "direct", "inverse")
 IDENTITY_COLUMNS = ["model", "layer", "kind", "part", "param", "shape", "view", "source", "status"]
@@ -35,7 +37,11 @@ class AnalyzeOptions:
     htmp : add the HTMP / Marchenko-Pastur columns.
     htmp_orientation : "auto" (choose by KS distance), "direct" (λ ~ HTMP) or "inverse" (1/λ ~ HTMP).
     xmax, fix_fingers : power-law fit options (see :func:`hmu_diag.fit_power_law`).
-    seed : seed of every random choice (bootstrap CIs), for reproducible tables.
+    seed : seed of every random choice (bootstrap CIs, Krylov start blocks), for reproducible tables.
+    spectrum : "exact" (every eigenvalue) or "approx": for a single matrix large enough that it pays, only the top
+        ``top_k`` eigenvalues by block Krylov iteration, k doubled until the tail fits well inside them
+        (:func:`hmu_diag.spectra.approx.tail_spectrum`); bulk metrics and MP/HTMP fits are then NaN.
+    top_k : the starting k of ``spectrum="approx"``.
     """
 
     conv: str = "flat"
@@ -47,6 +53,8 @@ class AnalyzeOptions:
     xmax: float | None = None
     fix_fingers: str | None = None
     seed: int = 0
+    spectrum: str = "exact"
+    top_k: int = 128
 
     def __post_init__(self) -> None:
         if self.conv not in CONV_MODES:
@@ -56,6 +64,10 @@ class AnalyzeOptions:
         if self.htmp_orientation not in HTMP_ORIENTATIONS:
             raise OptionError(f"htmp_orientation={self.htmp_orientation!r}: choose one of "
                               f"{', '.join(HTMP_ORIENTATIONS)}")
+        if self.spectrum not in SPECTRUM_MODES:
+            raise OptionError(f"spectrum={self.spectrum!r}: choose one of {', '.join(SPECTRUM_MODES)}")
+        if int(self.top_k) < 1:
+            raise OptionError(f"top_k={self.top_k}: must be at least 1")
         if int(self.min_evals) < 2:
             raise OptionError(f"min_evals={self.min_evals}: must be at least 2")
         resolve_dtype(self.dtype)
@@ -73,13 +85,22 @@ def analyze_layer(model: str, lm: LayerMatrix, options: AnalyzeOptions) -> dict[
     if lm.skip_reason is not None or lm.matrices is None:
         row["status"] = f"skipped: {lm.skip_reason}"
         return row
-    spectrum = weight_spectrum(lm.matrices, dtype=options.dtype, device=options.device)
+    spectrum = layer_spectrum(lm, options)
     row.update(esd_row(spectrum.evals, N=spectrum.N, M=spectrum.M, zero_tol=spectrum.zero_tol,
                        dtype=spectrum.dtype, n_matrices=spectrum.n_matrices, xmax=options.xmax,
                        fix_fingers=options.fix_fingers, htmp=options.htmp,
-                       htmp_orientation=options.htmp_orientation, seed=options.seed))
+                       htmp_orientation=options.htmp_orientation, seed=options.seed, esd_method=spectrum.method,
+                       trace=spectrum.trace))
     row["status"] = row["fit_status"]
     return row
+
+
+def layer_spectrum(lm: LayerMatrix, options: AnalyzeOptions) -> Spectrum:
+    """The ESD of one analysable layer: exact, or (``spectrum="approx"``, single matrices) its top by block Krylov."""
+    if options.spectrum == "approx" and lm.matrices.shape[0] == 1:
+        return tail_spectrum(lm.matrices[0], options.top_k, dtype=options.dtype, device=options.device,
+                             seed=options.seed)
+    return weight_spectrum(lm.matrices, dtype=options.dtype, device=options.device)
 
 
 def iter_model_layers(source: Any, options: AnalyzeOptions, *,
@@ -112,7 +133,7 @@ def failure_row(model: str, lm: LayerMatrix, failure: TaskFailure) -> dict[str, 
 def compute_spectra(source: Any, *, trust_pickle: bool = False, **options: Any) -> dict[tuple[str, str], Spectrum]:
     """The ESD of every analysable layer, keyed by (model, layer); options as for :func:`analyze`."""
     opts = AnalyzeOptions(**options)
-    return {(model, lm.layer): weight_spectrum(lm.matrices, dtype=opts.dtype, device=opts.device)
+    return {(model, lm.layer): layer_spectrum(lm, opts)
             for model, lm in iter_layers(source, opts, trust_pickle=trust_pickle)
             if lm.skip_reason is None and lm.matrices is not None}
 
@@ -131,7 +152,8 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str = "float64", device: str = "cpu",
             htmp: bool = True, xmax: float | None = None, fix_fingers: str | None = None, seed: int = 0,
-            htmp_orientation: str = "auto", trust_pickle: bool = False, n_jobs: int | None = 1,
+            htmp_orientation: str = "auto", spectrum: str = "exact", top_k: int = 128,
+            trust_pickle: bool = False, n_jobs: int | None = 1,
             executor: str = "local", scheduler: Any = None, cache_dir: str | None = None,
             progress: bool = False) -> pd.DataFrame:
     """Analyse every weight matrix of a model (or of every model in a directory): one row per matrix.
@@ -149,6 +171,9 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
     seed : seed for every random step (deterministic tables).
     trust_pickle : allow pickles that execute code on load (only for checkpoints you trust).
     htmp_orientation : "auto" (default: the orientation with the smaller KS distance), "direct" or "inverse".
+    spectrum, top_k : "exact" (default) or "approx": for very large single matrices only the top ``top_k``
+        eigenvalues (doubled as needed) by randomized block Krylov, when that is cheaper than the exact ESD; the
+        ``esd_method`` column says which; columns that need the whole ESD are then NaN.
     n_jobs : layers analysed in parallel by ``executor``; 1 (default) runs in this process.  Results are the same
         as the serial run (to floating-point rounding when BLAS thread counts differ).
     executor : "local" (a process pool of ``n_jobs`` workers when n_jobs > 1) or "dask" (one task per layer on the
@@ -164,7 +189,8 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
     columns of :func:`hmu_diag.metrics.esd_row`.  ``status`` is "ok", "skipped: <reason>" or "failed: <reason>".
     """
     options = AnalyzeOptions(conv=conv, min_evals=min_evals, dtype=dtype, device=device, htmp=htmp,
-                             htmp_orientation=htmp_orientation, xmax=xmax, fix_fingers=fix_fingers, seed=seed)
+                             htmp_orientation=htmp_orientation, xmax=xmax, fix_fingers=fix_fingers, seed=seed,
+                             spectrum=spectrum, top_k=top_k)
     if executor not in EXECUTORS:
         raise OptionError(f"executor={executor!r}: choose one of {', '.join(EXECUTORS)}")
     cache = ResultCache(cache_dir) if cache_dir is not None else None

@@ -151,11 +151,11 @@ def _early_skip(record: TensorRecord) -> str | None:
 
 
 def _has_nonfinite(t: torch.Tensor) -> bool:
-    """True if any entry is NaN or +-Inf. A float64 sum is finite iff every entry is (NaN and Inf propagate),
-    short of float64 overflow, which the exact elementwise check then settles; no full-size bool mask is
-    allocated for the common all-finite case; the sum runs over 4M-entry chunks so that no full-size float64 copy
-    is made either."""
-    if all(bool(torch.isfinite(c.sum(dtype=torch.float64))) for c in t.reshape(-1).split(1 << 22)):
+    """True if any entry is NaN or +-Inf. A sum is finite if every entry is (NaN and Inf propagate); a sum that
+    overflows is settled by the exact elementwise check, so the answer is always exact.  The sum runs in the
+    tensor's own dtype (no converted copy) over 4M-entry chunks, and no full-size bool mask is allocated for the
+    common all-finite case."""
+    if all(bool(torch.isfinite(c.sum())) for c in t.detach().reshape(-1).split(1 << 22)):
         return False
     return not bool(torch.isfinite(t).all())
 

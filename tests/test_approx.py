@@ -5,9 +5,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from hmu_diag import analyze
 from hmu_diag.errors import OptionError
 from hmu_diag.spectra.approx import approx_top_eigenvalues, krylov_is_cheaper
 
@@ -90,9 +92,9 @@ def test_auto_uses_the_exact_spectrum_when_krylov_costs_more():
 
 
 def test_cost_model_prefers_krylov_only_for_a_small_k():
-    # flops: Krylov 2NMb(3q+2) + 2N(b(q+1))^2 against exact 2NM^2 + 4M^3/3 (module docstring)
+    # flops: Krylov 2NMb(3q+2) + 2N(b(q+1))^2 against exact NM^2 (syrk) + 4M^3/3 (module docstring)
     assert krylov_is_cheaper(50_000, 4096, 64 + 10, 6)
-    assert not krylov_is_cheaper(50_000, 4096, 256 + 10, 6)
+    assert not krylov_is_cheaper(50_000, 4096, 128 + 10, 6)
     assert not krylov_is_cheaper(50_000, 4096, 600, 6)  # the Krylov space would exceed M
 
 
@@ -159,3 +161,67 @@ def test_hmu_fitter_on_the_top_k_matches_its_full_fit(tailed):
     assert top.n == k and full.n == evals.size  # n counts what was passed: report the full M separately
     approx = fit_power_law(approx_top_eigenvalues(w, k, method="krylov"))
     assert approx.n_tail == full.n_tail and abs(approx.alpha - full.alpha) < 1e-3
+
+
+# ------------------------------------------------------------------ analyze(spectrum="approx") end to end
+
+def _spiked_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    """A 6000 x 2000 layer with a prescribed ESD: 1988 eigenvalues uniform on [0.5, 1] (a bulk no power law fits)
+    and a Pareto(1.5) tail of 20 from 3 up (a short tail, the case the approximate spectrum is for), W = U diag(√λ)
+    Vᵀ with random orthonormal U, V; and a small 64 x 32 layer."""
+    rng = np.random.default_rng(seed)
+    n, m = 6000, 2000
+    lam = np.concatenate([rng.uniform(0.5, 1.0, m - 20), 3.0 * (1 + rng.pareto(1.5, 20))])
+    u, v = np.linalg.qr(rng.standard_normal((n, m)))[0], np.linalg.qr(rng.standard_normal((m, m)))[0]
+    w = (u * np.sqrt(lam)) @ v.T
+    return {"encoder.proj.weight": torch.from_numpy(w.astype(np.float32)),
+            "encoder.small.weight": torch.from_numpy(rng.standard_normal((64, 32)).astype(np.float32))}
+
+
+def test_analyze_approx_keeps_the_tail_metrics_of_the_exact_run():
+    """A 6000 x 2000 spiked layer: the top-k Krylov run gives the exact run's tail and norms; the small layer,
+    where Krylov would cost more than the exact ESD, is computed exactly and gets the same row."""
+    sd = _spiked_state_dict(seed=0)
+    exact = analyze(sd, htmp=True).set_index("layer")
+    approx = analyze(sd, htmp=True, spectrum="approx", top_k=48).set_index("layer")
+    big, small = "encoder.proj", "encoder.small"
+    assert exact.loc[big, "esd_method"] == "exact"
+    assert approx.loc[big, "esd_method"].endswith("block Krylov")
+    k = int(approx.loc[big, "esd_method"].split()[0].removeprefix("top-"))
+    assert k >= 48 and approx.loc[big, "num_pl_spikes"] <= k // 2          # x_min well inside the computed top
+    assert approx.loc[big, "num_evals"] == exact.loc[big, "num_evals"] == 2000
+    for col in ("alpha", "D", "xmin", "num_pl_spikes"):                        # x_min inside the top k: same fit
+        assert approx.loc[big, col] == pytest.approx(exact.loc[big, col], rel=1e-6)
+    assert approx.loc[big, "lambda_max"] == pytest.approx(exact.loc[big, "lambda_max"], rel=1e-9)
+    for col in ("log_norm", "stable_rank"):                                   # exact trace ||W||_F^2
+        assert approx.loc[big, col] == pytest.approx(exact.loc[big, col], rel=1e-9)
+    for col in ("entropy", "rank_loss", "log_alpha_norm", "htmp_kappa", "mp_D"):   # need the whole ESD
+        assert np.isnan(approx.loc[big, col]) and not np.isnan(exact.loc[big, col])
+    assert approx.loc[big, "status"] == "ok"
+    pd.testing.assert_series_equal(approx.loc[small], exact.loc[small])
+
+
+def test_analyze_approx_doubles_k_until_the_tail_fits_inside():
+    sd = {"fc.weight": _spiked_state_dict(seed=0)["encoder.proj.weight"]}
+    row = analyze(sd, htmp=False, spectrum="approx", top_k=3).iloc[0]          # 3, 6, 12, 24, 48
+    k = int(row["esd_method"].split()[0].removeprefix("top-"))
+    assert k == 48 and 0 < row["num_pl_spikes"] <= k // 2
+
+
+def test_analyze_rejects_bad_spectrum_options():
+    sd = {"fc.weight": torch.randn(20, 10)}
+    with pytest.raises(OptionError):
+        analyze(sd, spectrum="fast")
+    with pytest.raises(OptionError):
+        analyze(sd, spectrum="approx", top_k=0)
+
+
+@pytest.mark.slow
+def test_a_50257_by_4096_embedding_is_analysed_with_the_approximate_spectrum():
+    """A GPT-2-vocabulary embedding of width 4096, which WeightWatcher 0.7.7 skips silently (its limit is N <= 50,000
+    rows): analysed, with a tail exponent, in float32 with the approximate spectrum."""
+    rng = np.random.default_rng(0)
+    w = torch.from_numpy((rng.standard_t(3, size=(50257, 4096)) / np.sqrt(50257)).astype(np.float32))
+    row = analyze({"embed_tokens.weight": w}, dtype="float32", spectrum="approx").iloc[0]
+    assert row["status"] == "ok" and row["kind"] == "embedding"
+    assert row["num_evals"] == 4096 and np.isfinite(row["alpha"]) and row["D"] < 0.2

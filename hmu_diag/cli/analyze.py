@@ -57,6 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--htmp-orientation", choices=("auto", "direct", "inverse"), default="auto",
                    help="HTMP fit of the eigenvalues (direct), of their inverses (inverse) or whichever fits better "
                         "by KS distance (auto, default)")
+    p.add_argument("--spectrum", choices=("exact", "approx"), default="exact",
+                   help="every eigenvalue (exact, default), or for very large matrices (e.g. 50000 x 4096 "
+                        "embeddings) only the top --top-k by randomized block Krylov, doubled until the power-law "
+                        "tail fits inside them (approx: alpha to ~1e-2, bulk columns NaN)")
+    p.add_argument("--top-k", type=int, default=128, metavar="K",
+                   help="starting number of top eigenvalues for --spectrum approx (default: %(default)s)")
     add_execution_options(p)
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     """Analyse, write the tables, print a summary."""
     layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
                      htmp=args.htmp, htmp_orientation=args.htmp_orientation, fix_fingers=args.fix_fingers,
-                     seed=args.seed, trust_pickle=args.trust_pickle, progress=sys.stderr.isatty(),
+                     seed=args.seed, spectrum=args.spectrum, top_k=args.top_k, trust_pickle=args.trust_pickle, progress=sys.stderr.isatty(),
                      **execution_kwargs(args))
     table = write_layers(layers, args.outdir, args.format)
     summary = summarize(layers)

@@ -212,61 +212,49 @@ def log_stat_moments(kappa, gamma: float, n: int) -> tuple[np.ndarray, np.ndarra
     return mean, var
 
 
-def _log_stat_limit(kappa: np.ndarray, gamma: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n -> inf forms of (g_n, Var_n) (htmp.md sec. 4.3): the Riemann sums of log_stat_moments as integrals."""
-    s_, d = kappa / (2.0 * gamma), kappa * (1.0 - gamma) / (2.0 * gamma)
-    g = np.log(s_) - (2.0 / kappa) * (special.gammaln(s_) - special.gammaln(d))
-    v = (2.0 / (n * kappa)) * (special.digamma(s_) - special.digamma(d)) - 2.0 * gamma / (n * kappa)
-    return g, v
-
-
 def log_stat_mp(gamma: float, n: int) -> float:
     """g_n(inf) = -(1/n) sum_i log(1 - gamma (i-1)/n): the log-moment statistic of the MP (kappa -> inf) limit."""
     return float(-np.mean(np.log1p(-gamma * np.arange(n) / n)))
 
 
-def _grid_roots(f, cols: np.ndarray) -> np.ndarray:
-    """Roots of the decreasing columns ``cols`` of f (each known to change sign on the search range), in log kappa.
-
-    A 6-per-decade log grid on [KAPPA_MIN, KAPPA_SEARCH_MAX] brackets each root, a 33-point sub-grid shrinks the
-    brackets 32-fold (one vectorised call of f), linear interpolation finishes (relative error ~1e-5 in kappa, far
-    below the statistical error).
-    """
-    u = np.linspace(math.log(KAPPA_MIN), math.log(KAPPA_SEARCH_MAX), 61)
-    idx = np.arange(cols.size)
-    vals = f(np.exp(u))[:, cols]
-    k = np.clip(np.argmax(vals <= 0, axis=0), 1, u.size - 1)          # first grid point past each root
-    sub = u[k - 1][:, None] + (u[k] - u[k - 1])[:, None] * np.linspace(0.0, 1.0, 33)   # (J, 33)
-    v = f(np.exp(sub.ravel())).reshape(cols.size, 33, -1)[idx, :, cols]                # (J, 33)
-    j = np.clip(np.argmax(v <= 0, axis=1), 1, 32)
-    a, b, fa, fb = sub[idx, j - 1], sub[idx, j], v[idx, j - 1], v[idx, j]
-    return np.clip(a + (b - a) * fa / np.where(fa != fb, fa - fb, 1.0), u[0], u[-1])
+#: log kappa grid (24 points per decade) on which the moment laws are tabulated to bracket roots
+_U_GRID = np.linspace(math.log(KAPPA_MIN), math.log(KAPPA_SEARCH_MAX), 241)
 
 
-def _roots_decreasing(f, guess=None) -> np.ndarray:
+@functools.lru_cache(maxsize=1024)
+def _log_stat_table(gamma: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(g_n, sd_n) of :func:`log_stat_moments` on ``exp(_U_GRID)``, cached: layers of one shape share it."""
+    g, v = log_stat_moments(np.exp(_U_GRID), gamma, n)
+    return g, np.sqrt(v)
+
+
+def _roots_decreasing(f, vals: np.ndarray | None = None) -> np.ndarray:
     """Solve f(kappa) = 0 for each column of a decreasing vector function f (array of kappa -> (len, J)).
 
-    No sign change on [KAPPA_MIN, KAPPA_SEARCH_MAX]: inf (f > 0 everywhere) or KAPPA_MIN (f < 0 everywhere).
-    Without ``guess``, :func:`_grid_roots` on f.  With ``guess`` (a cheap approximation of f, same signature),
-    defect correction: solve guess + c = 0 on the grid, reset c = f - guess at that root, twice (two calls of f;
-    converges fast because f - guess, the finite-n correction, varies slowly with kappa).
+    ``vals``: f on ``exp(_U_GRID)`` if already known (else computed).  The grid brackets each root to 1/24 decade;
+    two Illinois (modified false position) steps on the exact f and a last linear interpolation finish it (relative
+    error < 1e-6 in kappa, far below the statistical error).  No sign change on [KAPPA_MIN, KAPPA_SEARCH_MAX]:
+    inf (f > 0 everywhere) or KAPPA_MIN (f <= 0 everywhere).
     """
-    if guess is None:
-        ends = f(np.array([KAPPA_MIN, KAPPA_SEARCH_MAX]))
-        out = np.where(ends[1] >= 0, math.inf, np.where(ends[0] <= 0, KAPPA_MIN, math.nan))
-        todo = np.flatnonzero(np.isnan(out))
-        if todo.size:
-            out[todo] = np.exp(_grid_roots(f, todo))
-        return out
-    cols = np.arange(guess(np.array([1.0])).shape[1])
-    u = _grid_roots(guess, cols)
-    vals = f(np.concatenate([[KAPPA_MIN, KAPPA_SEARCH_MAX], np.exp(u)]))   # the ends ride along the first call
-    ends = vals[:2]
-    c = vals[2 + cols, cols] - guess(np.exp(u))[cols, cols]
-    u = _grid_roots(lambda k: guess(k) + c, cols)
-    c = f(np.exp(u))[cols, cols] - guess(np.exp(u))[cols, cols]
-    u = _grid_roots(lambda k: guess(k) + c, cols)
-    return np.where(ends[1] >= 0, math.inf, np.where(ends[0] <= 0, KAPPA_MIN, np.exp(u)))
+    if vals is None:
+        vals = f(np.exp(_U_GRID))
+    cols = np.arange(vals.shape[1])
+    below = vals <= 0
+    k = np.clip(np.argmax(below, axis=0), 1, _U_GRID.size - 1)          # first grid point past each root
+    a, b, fa, fb = _U_GRID[k - 1], _U_GRID[k], vals[k - 1, cols], vals[k, cols]
+    side = np.zeros(cols.size)
+    for _ in range(2):
+        m = np.clip(a + (b - a) * fa / np.where(fa != fb, fa - fb, 1.0), a, b)
+        fm = f(np.exp(m))[cols, cols]
+        left = fm > 0                                      # the root lies above m
+        # Illinois: halve the value at an end kept twice in a row, so that both ends move
+        fb = np.where(left & (side > 0), 0.5 * fb, fb)
+        fa = np.where(~left & (side < 0), 0.5 * fa, fa)
+        a, fa = np.where(left, m, a), np.where(left, fm, fa)
+        b, fb = np.where(left, b, m), np.where(left, fb, fm)
+        side = np.where(left, 1.0, -1.0)
+    root = np.exp(a + (b - a) * fa / np.where(fa != fb, fa - fb, 1.0))
+    return np.where(~below.any(axis=0), math.inf, np.where(below[0], KAPPA_MIN, root))
 
 
 def _ratio_mean(kappa, gamma: float, n: int) -> np.ndarray:
@@ -330,12 +318,14 @@ def kappa_moments(x, gamma: float, *, level: float = 0.95) -> tuple[float, float
     if gamma <= GAMMA_LOG_MAX:
         stat = math.log(m1) - float(np.mean(np.log(x)))
 
-        def bands(g: np.ndarray, v: np.ndarray) -> np.ndarray:
-            sd = np.sqrt(np.maximum(v, 0.0))
+        def bands(g: np.ndarray, sd: np.ndarray) -> np.ndarray:
             return np.stack([g - stat, g - z * sd - stat, g + z * sd - stat], axis=-1)
 
-        kappa, lo, hi = _roots_decreasing(lambda k: bands(*log_stat_moments(k, gamma, n)),
-                                          guess=lambda k: bands(*_log_stat_limit(k, gamma, n)))
+        def exact(k: np.ndarray) -> np.ndarray:
+            g, v = log_stat_moments(k, gamma, n)
+            return bands(g, np.sqrt(v))
+
+        kappa, lo, hi = _roots_decreasing(exact, bands(*_log_stat_table(gamma, n)))
         return float(kappa), float(lo), float(hi), "log-moment"
     stat = float(np.mean(x**2)) / m1**2
     kappa = float(_roots_decreasing(lambda k: (_ratio_mean(k, gamma, n) - stat)[:, None])[0])

@@ -14,8 +14,8 @@ applied to A = W or Wᵀ, whichever is tall (N x M, N ≥ M), with a block of b 
     λ_i ≈ σ_i(Qᵀ A)²,  i = 1..k                                        # Rayleigh-Ritz
 
 Cost (3·n_iter + 2)·2·N·M·b flops for the products + 2·N·(b(n_iter+1))² for the last QR, against 2·N·M² + (4/3)·M³ for
-the exact Gram eigendecomposition — a speed-up of about M / (b·(3·n_iter + 2)), so on a CPU it pays only when
-k ≪ M/20 (e.g. k ≤ 100 for M = 4096 at the default n_iter = 6); otherwise ``method="auto"`` computes the exact
+the exact Gram eigendecomposition (N·M² with BLAS ``syrk``) — a speed-up of about M / (2b·(3·n_iter + 2)), so on a
+CPU it pays only when k ≪ M/40 (e.g. k ≤ 80 for M = 4096 at the default n_iter = 6); otherwise ``method="auto"`` computes the exact
 spectrum (``krylov_is_cheaper``).  Working set N·b·(n_iter+1) + M·b·(n_iter+1) numbers besides W (W is used in place
 when it already has ``dtype`` on ``device``).  Q is orthonormal, so every Ritz value is a lower bound,
 σ_i(Qᵀ A) ≤ σ_i(A) (Cauchy interlacing): approximate eigenvalues are never too large.  The error is smallest at the top
@@ -53,7 +53,11 @@ import numpy as np
 import torch
 
 from ..errors import OptionError
-from .weights import resolve_dtype, weight_spectrum
+from ..fits.powerlaw import fit_power_law
+from .weights import Spectrum, dtype_name, resolve_dtype, weight_spectrum, zero_tolerance
+
+#: defaults of the Krylov run (module docstring)
+N_ITER, OVERSAMPLE = 6, 10
 
 
 def _tall(w: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -71,15 +75,15 @@ def krylov_is_cheaper(n: int, m: int, block: int, n_iter: int) -> bool:
     its space (block·(n_iter+1) columns) is smaller than M.
 
     Krylov: 2·N·M·b·(3·n_iter + 2) for the products + 2·N·(b(n_iter+1))² for the last QR.
-    Exact:  2·N·M² for WᵀW + (4/3)·M³ for the tridiagonal reduction of syevd (eigenvalues only).
+    Exact:  N·M² for one triangle of WᵀW (BLAS ``syrk``) + (4/3)·M³ for the tridiagonal reduction of ``syevd``.
     """
     width = block * (n_iter + 1)
     krylov = 2 * n * m * block * (3 * n_iter + 2) + 2 * n * width ** 2
-    exact = 2 * n * m * m + 4 * m ** 3 // 3
+    exact = n * m * m + 4 * m ** 3 // 3
     return width < m and krylov < exact
 
 
-def approx_top_eigenvalues(W: torch.Tensor | np.ndarray, k: int, *, n_iter: int = 6, oversample: int = 10,
+def approx_top_eigenvalues(W: torch.Tensor | np.ndarray, k: int, *, n_iter: int = N_ITER, oversample: int = OVERSAMPLE,
                            seed: int = 0, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                            method: str = "auto") -> np.ndarray:
     """The k largest eigenvalues of the smaller Gram matrix of W (the top of its ESD, λ = σ², no 1/N rescaling).
@@ -126,3 +130,34 @@ def approx_top_eigenvalues(W: torch.Tensor | np.ndarray, k: int, *, n_iter: int 
     q = torch.linalg.qr(torch.cat(blocks, dim=1)).Q
     sigma = torch.linalg.svdvals(q.T @ a)[: int(k)]
     return np.sort(sigma.to("cpu", torch.float64).numpy() ** 2)
+
+
+def frobenius_sq(W: torch.Tensor, block_rows: int = 8192) -> float:
+    """‖W‖_F² = Σ λ_i (the trace of the ESD), summed in float64 over row blocks (no full float64 copy)."""
+    w = W.detach().reshape(W.shape[0], -1)
+    return float(sum(torch.linalg.vector_norm(b, dtype=torch.float64) ** 2 for b in w.split(block_rows)))
+
+
+def tail_spectrum(W: torch.Tensor, k: int, *, dtype: str | torch.dtype = "float64", device: str | torch.device = "cpu",
+                  seed: int = 0) -> Spectrum:
+    """The top of the ESD of one large matrix, enough for its power-law tail; the exact ESD when that is cheaper.
+
+    Starts with the ``k`` largest eigenvalues (:func:`approx_top_eigenvalues`, block Krylov) and doubles k while the
+    power-law fit of what it has fails (too few values) or puts x_min in the lower half of the available values
+    (n_tail > k/2: the full fit's x_min may lie lower, module docstring).  Whenever the Krylov run would cost more flops than the exact
+    eigendecomposition (:func:`krylov_is_cheaper`) the exact spectrum is returned instead (``method="exact"``).
+    The returned :class:`Spectrum` has ``method="top-k block Krylov"`` with the final k, and the exact trace ‖W‖_F².
+    """
+    a = _tall(W)
+    n, m = a.shape
+    tdtype = resolve_dtype(dtype)
+    k = max(int(k), 1)
+    while krylov_is_cheaper(n, m, k + OVERSAMPLE, N_ITER):
+        evals = approx_top_eigenvalues(a, k, seed=seed, device=device, dtype=tdtype, method="krylov")
+        zero_tol = zero_tolerance(evals, n, tdtype)
+        fit = fit_power_law(evals[evals > zero_tol])
+        if fit.ok and fit.n_tail <= k // 2:
+            return Spectrum(evals=evals, N=n, M=m, n_matrices=1, dtype=dtype_name(tdtype), zero_tol=zero_tol,
+                            method=f"top-{k} block Krylov", trace=frobenius_sq(a))
+        k *= 2
+    return weight_spectrum(a, dtype=tdtype, device=device)

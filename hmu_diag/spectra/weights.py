@@ -5,7 +5,8 @@ the smaller Gram matrix (W Wᵀ if rows < cols, else Wᵀ W), i.e. the squared s
 rescaling — the convention of WeightWatcher (Martin & Mahoney 2021).  For a batch of B matrices (conv kernel slices) the
 B·M eigenvalues are pooled into one ESD.
 
-Computing λ from the Gram matrix with LAPACK ``syevd`` (``torch.linalg.eigvalsh``) is 3–6x faster than an SVD; its
+Computing λ from the Gram matrix with LAPACK ``syevd`` is 3–6x faster than an SVD (on the CPU a single matrix goes through
+scipy's BLAS ``syrk`` and ``syevd``; batches and other devices through ``torch.linalg.eigvalsh``); its
 absolute error is about ``eps · λ_max``, so eigenvalues below ``zero_tol = λ_max · N · eps(dtype)`` are numerically zero:
 they are counted in ``rank_loss`` and excluded from tail fits (``Spectrum.nonzero``).  Large matrices are reduced to
 their Gram matrix in row blocks, so the float64 working set is bounded by ``M² + block·M`` numbers, not ``N·M``.
@@ -15,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 import torch
+from scipy.linalg.blas import get_blas_funcs
 
 from ..errors import OptionError
 
@@ -34,6 +37,9 @@ class Spectrum:
     n_matrices : B, the number of matrices pooled (1 unless conv kernel slices are analysed).
     dtype : the floating-point type the eigenvalues were computed in ("float64" or "float32").
     zero_tol : eigenvalues ≤ zero_tol are numerically zero (``λ_max · N · eps(dtype)``).
+    method : how the eigenvalues were computed: "exact", or "top-k block Krylov" when ``evals`` holds only the k
+        largest of the B·M eigenvalues (:mod:`hmu_diag.spectra.approx`).
+    trace : Σ λ_i = ‖W‖_F² over the whole ESD (exact also for a partial spectrum).
     """
 
     evals: np.ndarray = field(repr=False)
@@ -42,6 +48,13 @@ class Spectrum:
     n_matrices: int
     dtype: str
     zero_tol: float
+    method: str = "exact"
+    trace: float = float("nan")
+
+    @property
+    def partial(self) -> bool:
+        """True when ``evals`` holds only the top of the ESD (bulk metrics and MP/HTMP fits are then unavailable)."""
+        return self.method != "exact"
 
     @property
     def rank_loss(self) -> int:
@@ -87,6 +100,36 @@ def gram(matrices: torch.Tensor, *, dtype: torch.dtype, device: str | torch.devi
     return x.mT @ x if tall else x @ x.mT
 
 
+def _lapack_eigvalsh(w: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """Eigenvalues of the smaller Gram matrix of one CPU matrix: BLAS ``syrk`` and LAPACK ``syevd`` through scipy.
+
+    ``syrk`` forms only one triangle of WᵀW (half the flops of a general product) and ``syevd`` reads only that
+    triangle; measured on GPT-2-small shapes this is ~20% faster than ``torch.linalg.eigvalsh(W.T @ W)``.  Tall
+    matrices with more than ``_GRAM_BLOCK_ROWS`` rows are accumulated block by block (``beta = 1``), converting one
+    block at a time.
+    """
+    np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    syrk = get_blas_funcs("syrk", dtype=np_dtype)
+    rows, cols = w.shape
+    if max(rows, cols) <= _GRAM_BLOCK_ROWS:
+        x = w.detach().to("cpu", dtype).contiguous().numpy()   # C order: x.T is in the Fortran order BLAS wants
+        g = syrk(1.0, x.T, trans=0 if rows >= cols else 1, lower=1)      # x.T @ x, or x @ x.T for a wide matrix
+    else:
+        tall = w if rows >= cols else w.T
+        g = None
+        for start in range(0, tall.shape[0], _GRAM_BLOCK_ROWS):
+            block = np.ascontiguousarray(tall[start:start + _GRAM_BLOCK_ROWS].detach().to("cpu", dtype).numpy())
+            g = (syrk(1.0, block.T, lower=1) if g is None
+                 else syrk(1.0, block.T, beta=1.0, c=g, lower=1, overwrite_c=1))
+    return scipy.linalg.eigvalsh(g, lower=True, overwrite_a=True, check_finite=False, driver="evd")
+
+
+def zero_tolerance(evals: np.ndarray, n: int, dtype: torch.dtype) -> float:
+    """``λ_max · N · eps(dtype)``: eigenvalues at or below it are numerically zero (``evals`` ascending)."""
+    lam_max = float(evals[-1]) if evals.size else 0.0
+    return max(lam_max, 0.0) * n * float(torch.finfo(dtype).eps)
+
+
 def weight_spectrum(matrices: torch.Tensor, *, dtype: str | torch.dtype = "float64",
                     device: str | torch.device = "cpu") -> Spectrum:
     """ESD of a (B, rows, cols) batch of matrices (or one 2-D matrix): eigenvalues of the smaller Gram matrix.
@@ -102,8 +145,16 @@ def weight_spectrum(matrices: torch.Tensor, *, dtype: str | torch.dtype = "float
     tdtype = resolve_dtype(dtype)
     b, rows, cols = matrices.shape
     n, m = max(rows, cols), min(rows, cols)
-    evals = torch.linalg.eigvalsh(gram(matrices, dtype=tdtype, device=device))
-    values = np.sort(evals.reshape(-1).to("cpu", torch.float64).numpy())
-    lam_max = float(values[-1]) if values.size else 0.0
-    zero_tol = max(lam_max, 0.0) * n * float(torch.finfo(tdtype).eps)
-    return Spectrum(evals=values, N=n, M=m, n_matrices=b, dtype=str(tdtype).removeprefix("torch."), zero_tol=zero_tol)
+    if b == 1 and torch.device(device).type == "cpu":
+        values = np.sort(_lapack_eigvalsh(matrices[0], tdtype).astype(np.float64))
+    else:
+        evals = torch.linalg.eigvalsh(gram(matrices, dtype=tdtype, device=device))
+        values = np.sort(evals.reshape(-1).to("cpu", torch.float64).numpy())
+    zero_tol = zero_tolerance(values, n, tdtype)
+    return Spectrum(evals=values, N=n, M=m, n_matrices=b, dtype=dtype_name(tdtype), zero_tol=zero_tol,
+                    trace=float(values.sum()))
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float64" / "float32" for a torch dtype (the name reported in the ``dtype`` column)."""
+    return str(dtype).removeprefix("torch.")
