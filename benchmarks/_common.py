@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from typing import Any, Callable
 
@@ -24,6 +25,19 @@ def timed(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
 def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
     """Best wall time in seconds of ``repeat`` calls."""
     return timed(repeat, fn)[0]
+
+
+def cold(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run after emptying every functools cache of hmu_diag (HTMP tables, moment-law tables), so that a repeat
+    costs what a first analysis of a new model costs, not what re-analysing the same layers costs."""
+    def run() -> Any:
+        for name, module in list(sys.modules.items()):
+            if name.startswith("hmu_diag"):
+                for value in vars(module).values():
+                    if callable(getattr(value, "cache_clear", None)):
+                        value.cache_clear()
+        return fn()
+    return run
 
 
 def gpt2_small_shaped(seed: int = 0) -> nn.Module:

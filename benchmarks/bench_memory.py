@@ -20,13 +20,15 @@ accounting) for as long as a shard stays mapped, so both are reported.  WeightWa
 matrices with more than 50,000 rows, i.e. most of this checkpoint (§3 of the research notes has its measured 5×
 per-matrix footprint).
 
-Measured (2,570 MiB in 4 shards, largest shard 769 MiB, largest matrix 262144 x 512 float32 = 512 MiB; 2-core VM):
-baseline ru_maxrss 343 MiB; ``largest`` +68 MiB anonymous (safetensors tensors are mmap-backed; the Gram is built in
-row blocks); ``analyze`` +1,024 MiB anonymous (2.0x the largest matrix: walk.py's NaN check ``t.sum(dtype=float64)``
-materialises a float64 copy) and ru_maxrss 3,265 MiB (every shard stays mapped until the end, so the whole checkpoint
-is counted).  With a chunked NaN check and shards opened one at a time (patched in a diagnostic run) the same analysis
-peaked at +96 MiB anonymous (0.19x the largest matrix) and ru_maxrss 1,155 MiB (baseline 298 + largest shard 769
-+ 88 MiB).  With ``htmp=True`` (default) the run took 1,403 s against 119 s without: the HTMP columns dominate here.
+Measured (2,570 MiB in 4 shards, largest shard 769 MiB, largest matrix 262144 x 512 float32 = 512 MiB; 2-core VM,
+htmp=False): baseline ru_maxrss 377 MiB; ``largest`` +68 MiB anonymous (safetensors tensors are mmap-backed; the
+Gram is built in row blocks); ``analyze`` +92 MiB anonymous (0.18x the largest matrix) and ru_maxrss +839 MiB
+(<= largest shard + 2x largest matrix = 1,793 MiB), in 11 s.  Before the pipeline stopped holding finished layers'
+tensors (it kept every LayerMatrix for the final table) the same run peaked at +123 MiB anonymous but ru_maxrss
++2,640 MiB: every shard stayed mapped to the end.  Earlier still, a float64 NaN check cost +1,024 MiB anonymous.
+With ``htmp=True`` (default): 25 s (with the test suite running alongside), +117 MiB anonymous, ru_maxrss +865 MiB;
+it took 1,403 s before one 262144 x 128 layer (gamma = 4.9e-4, delta ~ 5e4) stopped waiting on mpmath: fits now give
+up on such evaluations within milliseconds (that layer's htmp_D is NaN, its kappa and CI are reported).
 
     python benchmarks/bench_memory.py                    # makes /tmp/hmu_bench/ckpt-2.5gb once (~2.5 GB), then runs
     python benchmarks/bench_memory.py --folder DIR --option htmp=false

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from _common import timed  # this folder is sys.path[0] when run as a script
-from hmu_diag.executors import available_cores, run_tasks
+from hmu_diag.executors import available_cores, limit_threads, run_tasks
 from hmu_diag.pipeline import AnalyzeOptions, analyze_layer
 from hmu_diag.walk import walk
 
@@ -82,7 +82,7 @@ def main() -> int:
     tasks = make_tasks(args.blocks, args.width, args.seed, options)
     print(f"{len(tasks)} layers, width {args.width}, {available_cores()} cores, htmp={htmp}")
 
-    torch.set_num_threads(1)
+    limit_threads(1)                 # torch, MKL and OpenBLAS (scipy's syrk/syevd) alike
     t_serial1, reference = timed(args.repeat, lambda: run_tasks(layer_row, tasks, executor="serial"))
     times, differences = {"serial, 1 thread": t_serial1}, {}
     for n_jobs in (1, 2):
@@ -90,10 +90,10 @@ def main() -> int:
         times[name], rows = timed(args.repeat, lambda: run_tasks(layer_row, tasks, executor="local", n_jobs=n_jobs,
                                                                    threads_per_worker=1))
         differences[name] = max_difference(rows, reference)
-    torch.set_num_threads(2)
+    limit_threads(2)
     times["serial, 2 threads"], rows = timed(args.repeat, lambda: run_tasks(layer_row, tasks, executor="serial"))
     differences["serial, 2 threads"] = max_difference(rows, reference)
-    torch.set_num_threads(1)
+    limit_threads(1)
 
     print(f"{'run':32s} {'seconds':>8s} {'speed-up':>9s}  rows vs serial 1 thread")
     for name, seconds in times.items():

@@ -4,7 +4,7 @@ Only this module knows the order of the stages.  :func:`analyze` is the main ent
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
 import pandas as pd
@@ -210,7 +210,9 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
                     if cached is not None:
                         rows.append(cached)
                         continue
-            pending.append((len(rows), key, ref.name, lm))
+            # only the identity is kept for the final table: the tensors go with the task, so nothing holds a
+            # finished layer's matrix (memory stays bounded by the layers in flight, not the model)
+            pending.append((len(rows), key, ref.name, replace(lm, matrices=None)))
             rows.append(None)
             yield ref.name, lm, options
 

@@ -214,3 +214,21 @@ def test_moments_vs_ml_vs_ks():
     rmse = {m: float(np.sqrt(np.mean(np.square(v)))) for m, v in err.items()}
     assert rmse["ml"] < rmse["ks"]                   # measured: 0.082 vs 0.15
     assert rmse["moments"] < 1.3 * rmse["ml"]         # measured: 0.097 (1.18 x ML) at 1/5 - 1/20 of the cost
+
+
+def test_extreme_parameters_give_up_on_the_law_instead_of_waiting():
+    """gamma = 128/262144 (a 262144 x 128 layer): delta ~ 1e4, where mpmath's start values for U would take minutes.
+    Inside a fit mpmath runs under FIT_MPMATH_LIMITS: kappa and its CI (moment laws, no evaluation of the law) are
+    reported, the goodness of fit is NaN rather than awaited."""
+    import mpmath as mp
+
+    from hmu_diag.htmp._kummer import FIT_MPMATH_LIMITS, mpmath_limits, u_mpmath
+
+    gamma, kappa = 128 / 262144, 20.0
+    a, s = kappa / 2, kappa / (2 * gamma)
+    with mpmath_limits(*FIT_MPMATH_LIMITS), pytest.raises(mp.libmp.NoConvergence):
+        u_mpmath(a, s - a, s)
+    x = htmp.sample(128, gamma, kappa, rng=np.random.default_rng(4))
+    f = htmp.fit(x, gamma, "direct", spikes=False)
+    assert f.ok and f.kappa_lo <= kappa <= f.kappa_hi < math.inf
+    assert math.isnan(f.D) and math.isnan(f.loglik) and math.isfinite(f.mp_D)

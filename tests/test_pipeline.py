@@ -159,3 +159,32 @@ def test_dask_cluster_run_equals_serial_run():
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
         on_dask = analyze(DEMO, htmp=False, executor="dask", scheduler=cluster.scheduler_address, n_jobs=2)
     pd.testing.assert_frame_equal(serial, on_dask, check_exact=False, rtol=1e-9)
+
+
+def test_finished_layers_are_released_while_later_layers_run(tmp_path, monkeypatch):
+    """Memory bounded by the layers in flight, not the model: when a layer is analysed, the matrices of every layer
+    finished before it are no longer referenced (the table keeps only identities)."""
+    import gc
+    import weakref
+
+    from safetensors.torch import save_file
+
+    from hmu_diag import pipeline
+
+    path = tmp_path / "m.safetensors"
+    save_file({f"l{i}.weight": torch.randn(40, 30, generator=torch.Generator().manual_seed(i)) for i in range(5)},
+              str(path))
+    seen: list[weakref.ref] = []
+    alive_at_each_layer: list[int] = []
+    analyze_layer = pipeline.analyze_layer
+
+    def spying(model, lm, options):
+        gc.collect()
+        alive_at_each_layer.append(sum(r() is not None for r in seen))
+        seen.append(weakref.ref(lm.matrices))
+        return analyze_layer(model, lm, options)
+
+    monkeypatch.setattr(pipeline, "analyze_layer", spying)
+    frame = analyze(str(path), htmp=False)
+    assert frame["status"].eq("ok").sum() == 5
+    assert alive_at_each_layer == [0, 0, 0, 0, 0]

@@ -23,11 +23,26 @@ def test_eigenvalues_are_squared_singular_values(shape):
     assert s.dtype == "float64" and s.gamma == pytest.approx(min(shape) / max(shape))
 
 
-def test_blocked_gram_of_tall_matrix_matches_dense(monkeypatch):
+@pytest.mark.parametrize("scipy_min_m", [10**9, 1])          # torch's eigvalsh, and scipy's syrk + syevd
+def test_blocked_gram_of_tall_matrix_matches_dense(monkeypatch, scipy_min_m):
     monkeypatch.setattr(weights, "_GRAM_BLOCK_ROWS", 97)  # force many uneven row blocks
+    monkeypatch.setattr(weights, "_SCIPY_MIN_M", scipy_min_m)
     w = torch.randn(1000, 40, generator=torch.Generator().manual_seed(1))
     np.testing.assert_allclose(weight_spectrum(w).evals, svd_evals(w), rtol=1e-10)
     np.testing.assert_allclose(weight_spectrum(w.T.contiguous()).evals, svd_evals(w), rtol=1e-10)
+    np.testing.assert_allclose(weight_spectrum(w.T).evals, svd_evals(w), rtol=1e-10)      # a non-contiguous view
+
+
+@pytest.mark.parametrize("shape", [(1500, 600), (600, 1500)])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
+def test_syrk_path_of_large_matrices_matches_svd(shape, dtype, rtol):
+    """M >= 512 goes through BLAS syrk (one triangle of the Gram) + LAPACK syevd; grad-tracking weights are fine."""
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    s = weight_spectrum(w, dtype=dtype)
+    ref = svd_evals(w.detach())
+    assert s.dtype == dtype and s.evals.dtype == np.float64 and s.M == 600
+    np.testing.assert_allclose(s.evals, ref, rtol=rtol, atol=rtol * ref.max())
+    assert s.trace == pytest.approx(float((w.detach().double() ** 2).sum()), rel=1e-6)
 
 
 def test_batch_pools_all_slices():

@@ -48,6 +48,11 @@ quantile (MP-like fits: the Tracy-Widom edge) are excluded and the fit repeated 
 (6 rounds at most; spikes that inflated kappa's tail come out one round after another); their count is
 ``n_spikes`` (for an inverse fit these are the smallest eigenvalues).
 
+Bounded time: inside a fit, mpmath (the last resort for start values of extreme parameters, e.g. gamma ~ 5e-4 where
+delta ~ 5e4) runs under ``FIT_MPMATH_LIMITS``; where the law cannot be evaluated within them, kappa and its CI (which
+need no evaluation of the law) are still reported, D and loglik of that orientation are NaN, the spike cutoff falls
+back to the Gamma-tail quantile and an ML/KS refinement keeps the moment estimate.
+
 Goodness of fit: ``D`` is the KS distance of the bulk evaluated at 64 evenly spaced order statistics (all of them
 for n <= 64; a lower bound within ~1/64 of the full sup, which keeps the cost of the HTMP CDF fixed), ``loglik`` the
 binned log-likelihood of :func:`hmu_diag.fits.mp.binned_loglik` on 32 equal-count bins.
@@ -67,12 +72,13 @@ from typing import Literal
 import numpy as np
 from scipy import optimize, special
 
-from hmu_diag.errors import OptionError
+from hmu_diag.errors import HmuDiagError, OptionError
 from hmu_diag.fits.mp import MPFit, binned_loglik, bins, check_gamma, clean_evals, fit_mp, ks_distance, tw_threshold
 from hmu_diag.htmp import cdf as htmp_cdf
 from hmu_diag.htmp import logpdf as htmp_logpdf
 from hmu_diag.htmp import sample as htmp_sample
 from hmu_diag.htmp import sf as htmp_sf
+from hmu_diag.htmp._kummer import FIT_MPMATH_LIMITS, mpmath_limits
 from hmu_diag.htmp.mp import mp_cdf
 
 __all__ = ["HTMPFit", "fit", "kappa_moments", "log_stat_moments", "log_stat_mp", "KAPPA_MP_EQUIV"]
@@ -365,8 +371,11 @@ def _upper_threshold(gamma: float, kappa: float, scale: float, n: int, n_per: in
     if y_max <= guess:
         return guess
     grid = guess * np.geomspace(0.5, 4.0, 10)
-    with np.errstate(divide="ignore"):
-        log_sf = np.log(htmp_sf(grid, gamma, kappa, scale))
+    try:
+        with np.errstate(divide="ignore"):
+            log_sf = np.log(htmp_sf(grid, gamma, kappa, scale))
+    except HmuDiagError:          # not evaluable within the fit's limits: keep the Gamma-tail quantile
+        return guess
     ok = np.isfinite(log_sf)
     if ok.sum() < 2 or not (log_sf[ok][0] >= math.log(target) >= log_sf[ok][-1]):
         return guess
@@ -385,7 +394,10 @@ def _refine(y: np.ndarray, gamma: float, kappa0: float, lo: float, hi: float, me
         obj = lambda u: -float(np.sum(htmp_logpdf(y, gamma, math.exp(u), scale)))  # noqa: E731
     else:
         obj = lambda u: ks_distance(htmp_cdf(y, gamma, math.exp(u), scale), n)  # noqa: E731
-    res = optimize.minimize_scalar(obj, bounds=(u_lo, u_hi), method="bounded", options={"xatol": 1e-3})
+    try:
+        res = optimize.minimize_scalar(obj, bounds=(u_lo, u_hi), method="bounded", options={"xatol": 1e-3})
+    except HmuDiagError:          # the law cannot be evaluated within the fit's limits: keep the moment estimate
+        return kappa0
     return math.exp(res.x) if math.isfinite(kappa0) or res.x < u_hi - 0.6 else kappa0
 
 
@@ -423,7 +435,10 @@ def _fit_orientation(y: np.ndarray, gamma: float, *, n_per: int, spikes: bool, a
     ranks = np.unique(np.linspace(0, n - 1, min(n, _N_KS_POINTS)).round().astype(int))
     edges, counts = bins(bulk)
     k_model = math.inf if hi >= KAPPA_MP_EQUIV else kappa
-    values = _model_cdf(np.concatenate([bulk[ranks], edges]), gamma, k_model, scale)
+    try:
+        values = _model_cdf(np.concatenate([bulk[ranks], edges]), gamma, k_model, scale)
+    except HmuDiagError:          # the law cannot be evaluated within the fit's limits: no goodness of fit
+        return _OneFit(kappa, lo, hi, scale, stat, bulk, y.size - n, math.nan, math.nan)
     return _OneFit(kappa, lo, hi, scale, stat, bulk, y.size - n, ks_distance(values[:ranks.size], n, ranks),
                    binned_loglik(counts, values[ranks.size:]))
 
@@ -499,7 +514,7 @@ def fit(evals, gamma: float, orientation: Orientation = "auto", *, spikes: bool 
         return _failed(g, f"fewer than 10 positive eigenvalues ({x.size})", x.size, n_dropped, ci_name, level)
     if x[-1] <= x[0] * (1.0 + 1e-9):
         return _failed(g, "all eigenvalues equal", x.size, n_dropped, ci_name, level)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), mpmath_limits(*FIT_MPMATH_LIMITS):
         return _fit(x, g, n_dropped, orientation, spikes=spikes, ci=ci_name, n_boot=int(n_boot), seed=seed,
                     level=level, method=method, alpha=alpha, n_matrices=n_matrices, mp=mp)
 

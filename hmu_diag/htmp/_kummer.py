@@ -18,6 +18,10 @@ it with Kummer's transformation e^{-t} M(b - a, b, t).  Points that stay inaccur
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
 import mpmath as mp
 import numpy as np
 from scipy import special as sp
@@ -149,10 +153,34 @@ def log_abs_u2_large_t(a: float, d: float, t: np.ndarray) -> np.ndarray:
     return np.where(done & np.isfinite(out), out, np.nan)
 
 
+#: mpmath's (maxterms, maxprec) for U: generous by default (exact answers can take ~10 s); fits lower them with
+#: :func:`mpmath_limits` so that one layer never waits minutes (a failed evaluation is reported, not awaited)
+_MPMATH_LIMITS: contextvars.ContextVar[tuple[int, int]] = contextvars.ContextVar("mpmath_limits",
+                                                                                  default=(10 ** 6, 20000))
+#: the limits fits use: fail within ~20 ms where the series would need minutes (measured: delta ~ 5e4)
+FIT_MPMATH_LIMITS = (10 ** 4, 2000)
+
+
+@contextlib.contextmanager
+def mpmath_limits(maxterms: int, maxprec: int) -> Iterator[None]:
+    """Within the block, mpmath evaluations of U give up (NoConvergence) beyond these term/precision limits."""
+    token = _MPMATH_LIMITS.set((int(maxterms), int(maxprec)))
+    try:
+        yield
+    finally:
+        _MPMATH_LIMITS.reset(token)
+
+
+def hyperu_mpmath(a, b, z) -> mp.mpc:
+    """mpmath's U(a, b, z) under the current :func:`mpmath_limits`; raises NoConvergence beyond them."""
+    maxterms, maxprec = _MPMATH_LIMITS.get()
+    return mp.hyperu(a, b, z, maxterms=maxterms, maxprec=maxprec)
+
+
 def u_mpmath(a: float, d: float, t: float, dps: int = 30) -> mp.mpc:
-    """U(a, 1 - d, -t) (principal branch) by mpmath with generous term/precision limits; raises on failure."""
+    """U(a, 1 - d, -t) (principal branch) by mpmath under the current limits; raises on failure."""
     with mp.workdps(dps):
-        return mp.hyperu(mp.mpf(a), 1 - mp.mpf(d), -mp.mpf(t), maxterms=10 ** 6, maxprec=20000)
+        return hyperu_mpmath(mp.mpf(a), 1 - mp.mpf(d), -mp.mpf(t))
 
 
 def log_abs_u2_mpmath(a: float, d: float, t: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from scipy import special as sp
 from scipy.integrate import odeint, solve_ivp
 
 from hmu_diag.errors import HmuDiagError
-from hmu_diag.htmp._kummer import connection_parts, fast_applicable, hyp1f1, u_mpmath
+from hmu_diag.htmp._kummer import connection_parts, fast_applicable, hyp1f1, hyperu_mpmath, u_mpmath
 
 #: ODE tolerances (relative, absolute); the resulting log-density error is ~1e-11 in the bulk
 RTOL, ATOL = 1e-12, 1e-13
@@ -177,7 +177,7 @@ def _initial_state(a: float, d: float, t_c: float) -> tuple[float, float]:
                 return 0.5 * float(lu0[0]), u
     with mp.workdps(30):
         u0 = u_mpmath(a, d, t_c)
-        u1 = mp.hyperu(mp.mpf(a) + 1, 2 - mp.mpf(d), -mp.mpf(t_c), maxterms=10 ** 6, maxprec=20000)
+        u1 = hyperu_mpmath(mp.mpf(a) + 1, 2 - mp.mpf(d), -mp.mpf(t_c))
         ratio = mp.mpf(t_c) * mp.mpf(a) * u1 / u0
         return float(mp.log(abs(u0))), float(mp.re(ratio))
 
