@@ -13,7 +13,11 @@ Every run's rows are compared with the serial 1-thread rows and the largest rela
 with 1 thread per task must agree to 1e-12 (measured: identical, or ~1e-14 where MKL picks an alignment-dependent
 kernel in another process); the 2-thread run differs by rounding amplified through the fits (BLAS sums in another
 order; measured ~1e-6 on α).  Times are wall clock, best of ``--repeat``, pool start-up included.  On a
-shared 2-core VM the ratios are noisy.
+shared 2-core VM the ratios are noisy.  Measured (2 cores, htmp on, --blocks 12: 72 layers): serial 1 thread 5.95 s,
+serial 2 threads 5.22 s, pool n_jobs=2 4.36 s: 1.37x over serial 1 thread and 1.20x over serial 2 threads, rows
+identical to the serial run (--blocks 6: 1.34x and 1.05x).  Workers fork from a forkserver that has imported the
+pipeline once (``hmu_diag.executors.FORKSERVER_PRELOAD``); before that each pool paid ~3 s of imports per worker and
+n_jobs=2 was 2x slower than serial on this size.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_parallel.py --blocks 4 --width 768
 """

@@ -9,18 +9,36 @@ Public API (plain functions returning DataFrames or frozen dataclasses):
 - :func:`rank`, :func:`compare`, :func:`write_report` — rank models, compare layers, write HTML reports.
 - :func:`jacobian_spectrum`, :func:`layer_jacobian_spectra`, :func:`hessian_spectrum` — spectra from model + data.
 """
-__version__ = "0.1.0"  # before the imports: hmu_diag.cache keys results by it
+from __future__ import annotations
 
-from . import htmp  # noqa: E402
-from .compare import compare  # noqa: E402
-from .fits.mp import fit_mp  # noqa: E402
-from .fits.powerlaw import PowerLawFit, fit_power_law  # noqa: E402
-from .pipeline import analyze, compute_spectra  # noqa: E402
-from .rank import rank  # noqa: E402
-from .report import write_report  # noqa: E402
-from .spectra.hessian import hessian_spectrum  # noqa: E402
-from .spectra.jacobian import jacobian_spectrum, layer_jacobian_spectra  # noqa: E402
-from .summary import summarize  # noqa: E402
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"  # hmu_diag.cache keys results by it
+
+#: public name -> module that defines it; imported on first use (PEP 562), so ``import hmu_diag`` and process-pool
+#: workers (which need only the pipeline) do not pay for matplotlib, the report and rank modules up front
+_EXPORTS = {
+    "analyze": "pipeline", "compute_spectra": "pipeline", "summarize": "summary",
+    "fit_power_law": "fits.powerlaw", "PowerLawFit": "fits.powerlaw", "fit_mp": "fits.mp",
+    "rank": "rank", "compare": "compare", "write_report": "report",
+    "jacobian_spectrum": "spectra.jacobian", "layer_jacobian_spectra": "spectra.jacobian",
+    "hessian_spectrum": "spectra.hessian",
+}
 
 __all__ = ["analyze", "summarize", "compute_spectra", "fit_power_law", "PowerLawFit", "fit_mp", "htmp", "rank",
            "compare", "write_report", "jacobian_spectrum", "layer_jacobian_spectra", "hessian_spectrum"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "htmp":
+        return importlib.import_module(".htmp", __name__)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hmu_diag' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
