@@ -188,3 +188,18 @@ def test_finished_layers_are_released_while_later_layers_run(tmp_path, monkeypat
     frame = analyze(str(path), htmp=False)
     assert frame["status"].eq("ok").sum() == 5
     assert alive_at_each_layer == [0, 0, 0, 0, 0]
+
+
+def test_cli_piped_into_a_reader_that_stops_early_prints_no_traceback(tmp_path):
+    """``hmu-diag analyze ... | head -1``: the table is cut short, the files are written, stderr stays empty."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hmu_diag.cli import main; "
+            f"sys.exit(main(['analyze', 'models_zoo/demo/digits_mlp.safetensors', '-o', {str(tmp_path)!r}]))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()                                  # the reader stops, like head -1
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and stderr == ""
+    assert (tmp_path / "layers.csv").is_file()

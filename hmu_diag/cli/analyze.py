@@ -73,6 +73,8 @@ def print_table(layers: pd.DataFrame, stream=None) -> None:
     """A readable table of the analysed layers on ``stream``, then one line per skip reason with its count."""
     stream = stream or sys.stdout
     cols = [c for c in TABLE_COLUMNS if c in layers]
+    if "esd_method" in layers and layers["esd_method"].dropna().ne("exact").any():   # say which ESDs are partial
+        cols.insert(cols.index("alpha"), "esd_method")
     if layers["model"].nunique() <= 1:
         cols.remove("model")
     skipped = layers["status"].astype(str).str.startswith("skipped")
