@@ -21,8 +21,8 @@ solves ``L = g_n(kappa)`` for the scale-free log-moment statistic ``L = log mean
 from +inf (kappa -> 0) to its MP value g_n(inf) = -(1/n) sum log(1 - gamma (i-1)/n); a statistic at or below it
 gives kappa = inf.  For gamma > 0.95 the lower tail (density ~ lambda^(delta-1), delta -> 0) makes log lambda
 depend on eigenvalues below floating-point resolution, so the second-moment statistic ``R = mean(lambda^2)/mean^2``
-is used instead, with ``E_n[R] = n E[tr T^2]/E[tr T]^2`` in closed form (-> 1 + gamma + 2 gamma/kappa) and its
-standard deviation by the delta method with the exact covariances of tr T and tr T^2 (O(n), no eigenvalues).
+is used instead, with ``E_n[R] = n E[tr T^2]/E[tr T]^2 = c0 + c1/kappa`` in closed form (-> 1 + gamma + 2 gamma/kappa;
+so kappa = c1/(R - c0) needs no root search) and its standard deviation by the delta method with the exact covariances of tr T and tr T^2 (O(n), no eigenvalues).
 
 ``"ml"`` / ``"ks"``.  Refinements that start from the moment estimate and minimise, over log kappa (scale kept at
 the mean), the negative log-likelihood of the bulk under the limiting density ``hmu_diag.htmp.logpdf`` (``"ml"``)
@@ -334,10 +334,21 @@ def kappa_moments(x, gamma: float, *, level: float = 0.95) -> tuple[float, float
         kappa, lo, hi = _roots_decreasing(exact, bands(*_log_stat_table(gamma, n)))
         return float(kappa), float(lo), float(hi), "log-moment"
     stat = float(np.mean(x**2)) / m1**2
-    kappa = float(_roots_decreasing(lambda k: (_ratio_mean(k, gamma, n) - stat)[:, None])[0])
+    # E tr T^2 is quadratic in kappa without a constant term and E tr T linear, so E_n[R] = c0 + c1/kappa exactly:
+    # two evaluations give c0, c1 and every band inverts in closed form
+    m_one, m_two = (float(v) for v in _ratio_mean(np.array([1.0, 2.0]), gamma, n))
+    c1 = 2.0 * (m_one - m_two)
+    c0 = m_one - c1
+
+    def solve(target: float) -> float:
+        excess = target - c0
+        if excess <= c1 / KAPPA_SEARCH_MAX:
+            return math.inf
+        return KAPPA_MIN if excess >= c1 / KAPPA_MIN else c1 / excess
+
+    kappa = solve(stat)
     sd = _ratio_sd(min(kappa, 1e9), gamma, n)
-    lo, hi = _roots_decreasing(lambda k: _ratio_mean(k, gamma, n)[:, None] - stat + np.array([-z * sd, z * sd]))
-    return kappa, float(lo), float(hi), "second-moment"
+    return kappa, solve(stat + z * sd), solve(stat - z * sd), "second-moment"
 
 
 # ------------------------------------------------------------------------------------------------ the fit
