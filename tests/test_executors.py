@@ -25,14 +25,12 @@ def spectrum_task(task: tuple[int, int]) -> tuple[float, ...]:
     return tuple(float(x) for x in np.linalg.eigvalsh(w.T @ w)[-3:])
 
 
-def index_after_flag(task: tuple[int, str | None, str | None]) -> int:
-    """Return the task's index; wait (up to 60 s) for file ``wait_for`` first, create file ``signal`` last."""
-    index, wait_for, signal = task
+def index_after_flag(task: tuple[int, str | None]) -> int:
+    """Return the task's index, after waiting (up to 60 s) until folder ``wait_for`` holds a file."""
+    index, wait_for = task
     deadline = time.monotonic() + 60
-    while wait_for is not None and not os.path.exists(wait_for) and time.monotonic() < deadline:
+    while wait_for is not None and not os.listdir(wait_for) and time.monotonic() < deadline:
         time.sleep(0.01)
-    if signal is not None:
-        open(signal, "w").close()
     return index
 
 
@@ -78,14 +76,19 @@ def test_local_pool_gives_identical_results_in_task_order():
 
 
 def test_order_kept_when_tasks_finish_out_of_order(tmp_path):
-    flag = str(tmp_path / "last-done")  # task 0 waits for task 5, so it finishes last whatever the machine's load
-    tasks = [(0, flag, None)] + [(i, None, flag if i == 5 else None) for i in range(1, 6)]
+    # task 0 returns only after this process has received another task's result (the callback leaves a file), so
+    # it cannot finish first whichever worker runs what and however the results race back
+    tasks = [(0, str(tmp_path))] + [(i, None) for i in range(1, 6)]
     finished: list[int] = []
-    results = run_tasks(index_after_flag, tasks, executor="local", n_jobs=2,
-                        on_result=lambda i, r: finished.append(i))
+
+    def record(i: int, _result: int) -> None:
+        finished.append(i)
+        (tmp_path / f"received-{i}").touch()
+
+    results = run_tasks(index_after_flag, tasks, executor="local", n_jobs=2, on_result=record)
     assert results == list(range(6))
     assert sorted(finished) == list(range(6))
-    assert finished[-1] == 0  # completion order differed, yet the list is in task order
+    assert finished[0] != 0  # completion order differed, yet the list is in task order
 
 
 def test_lazy_iterator_is_consumed_with_bounded_in_flight_tasks():
