@@ -40,9 +40,9 @@ import numpy as np
 
 from .fits.powerlaw import fit_power_law
 
-COLUMN_ORDER = ["N", "M", "Q", "gamma", "num_evals", "rank_loss", "dtype", "esd_method", "lambda_max", "alpha", "D", "sigma",
-                "xmin", "xmax", "num_pl_spikes", "p_value", "num_fingers", "fit_status", "warning", "alpha_weighted",
-                "log_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "entropy"]
+COLUMN_ORDER = ["N", "M", "Q", "gamma", "num_evals", "rank_loss", "dtype", "esd_method", "lambda_max", "alpha", "D",
+                "sigma", "xmin", "xmax", "num_pl_spikes", "p_value", "num_fingers", "fit_status", "warning",
+                "alpha_weighted", "log_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "entropy"]
 """The order of the metric columns in every table (HTMP columns follow, in ``hmu_diag.htmp_metrics.COLUMNS`` order)."""
 
 UNDER_TRAINED_ALPHA = 6.0

@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     """Analyse, write the tables, print a summary."""
     layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
                      htmp=args.htmp, htmp_orientation=args.htmp_orientation, fix_fingers=args.fix_fingers,
-                     seed=args.seed, spectrum=args.spectrum, top_k=args.top_k, trust_pickle=args.trust_pickle, progress=sys.stderr.isatty(),
-                     **execution_kwargs(args))
+                     seed=args.seed, spectrum=args.spectrum, top_k=args.top_k, trust_pickle=args.trust_pickle,
+                     progress=sys.stderr.isatty(), **execution_kwargs(args))
     table = write_layers(layers, args.outdir, args.format)
     summary = summarize(layers)
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}

@@ -22,7 +22,8 @@ from +inf (kappa -> 0) to its MP value g_n(inf) = -(1/n) sum log(1 - gamma (i-1)
 gives kappa = inf.  For gamma > 0.95 the lower tail (density ~ lambda^(delta-1), delta -> 0) makes log lambda
 depend on eigenvalues below floating-point resolution, so the second-moment statistic ``R = mean(lambda^2)/mean^2``
 is used instead, with ``E_n[R] = n E[tr T^2]/E[tr T]^2 = c0 + c1/kappa`` in closed form (-> 1 + gamma + 2 gamma/kappa;
-so kappa = c1/(R - c0) needs no root search) and its standard deviation by the delta method with the exact covariances of tr T and tr T^2 (O(n), no eigenvalues).
+so kappa = c1/(R - c0) needs no root search) and its standard deviation by the delta method with the exact
+covariances of tr T and tr T^2 (O(n), no eigenvalues).
 
 ``"ml"`` / ``"ks"``.  Refinements that start from the moment estimate and minimise, over log kappa (scale kept at
 the mean), the negative log-likelihood of the bulk under the limiting density ``hmu_diag.htmp.logpdf`` (``"ml"``)
@@ -234,16 +235,14 @@ def _log_stat_table(gamma: float, n: int) -> tuple[np.ndarray, np.ndarray]:
     return g, np.sqrt(v)
 
 
-def _roots_decreasing(f, vals: np.ndarray | None = None) -> np.ndarray:
+def _roots_decreasing(f, vals: np.ndarray) -> np.ndarray:
     """Solve f(kappa) = 0 for each column of a decreasing vector function f (array of kappa -> (len, J)).
 
-    ``vals``: f on ``exp(_U_GRID)`` if already known (else computed).  The grid brackets each root to 1/24 decade;
+    ``vals``: f on ``exp(_U_GRID)`` (tabulated once per layer shape).  The grid brackets each root to 1/24 decade;
     two Illinois (modified false position) steps on the exact f and a last linear interpolation finish it (relative
     error < 1e-6 in kappa, far below the statistical error).  No sign change on [KAPPA_MIN, KAPPA_SEARCH_MAX]:
     inf (f > 0 everywhere) or KAPPA_MIN (f <= 0 everywhere).
     """
-    if vals is None:
-        vals = f(np.exp(_U_GRID))
     cols = np.arange(vals.shape[1])
     below = vals <= 0
     k = np.clip(np.argmax(below, axis=0), 1, _U_GRID.size - 1)          # first grid point past each root

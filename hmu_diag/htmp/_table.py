@@ -1,4 +1,4 @@
-"""Robust HTMP evaluation by integrating Kummer's equation in phase-amplitude form (ODE solves through the points, then a dense solution).
+"""Robust HTMP evaluation by integrating Kummer's equation in phase-amplitude form.
 
 With t = s x (s = kappa/(2 gamma)), a = kappa/2, delta = s - a and y(t) = U(a, 1 - delta, -t - i0), Kummer's
 equation reads t y'' + (1 - delta + t) y' + a y = 0.  Write y = R e^{i phi} and tau = log t.  The complex log

@@ -13,11 +13,11 @@ applied to A = W or Wᵀ, whichever is tall (N x M, N ≥ M), with a block of b 
     Q = qr([Y_0 Y_1 … Y_n_iter])   (N x b(n_iter+1), the block Krylov space of A Aᵀ)
     λ_i ≈ σ_i(Qᵀ A)²,  i = 1..k                                        # Rayleigh-Ritz
 
-Cost (3·n_iter + 2)·2·N·M·b flops for the products + 2·N·(b(n_iter+1))² for the last QR, against 2·N·M² + (4/3)·M³ for
-the exact Gram eigendecomposition (N·M² with BLAS ``syrk``) — a speed-up of about M / (2b·(3·n_iter + 2)), so on a
-CPU it pays only when k ≪ M/40 (e.g. k ≤ 80 for M = 4096 at the default n_iter = 6); otherwise ``method="auto"`` computes the exact
-spectrum (``krylov_is_cheaper``).  Working set N·b·(n_iter+1) + M·b·(n_iter+1) numbers besides W (W is used in place
-when it already has ``dtype`` on ``device``).  Q is orthonormal, so every Ritz value is a lower bound,
+Cost (3·n_iter + 2)·2·N·M·b flops for the products + 2·N·(b(n_iter+1))² for the last QR, against N·M² (one triangle
+of WᵀW by BLAS ``syrk``) + (4/3)·M³ for the exact Gram eigendecomposition — a speed-up of about
+M / (2b·(3·n_iter + 2)), so on a CPU it pays only when k ≪ M/40 (e.g. k ≤ 80 for M = 4096 at the default
+n_iter = 6); otherwise ``method="auto"`` computes the exact spectrum (``krylov_is_cheaper``).  Working set
+N·b·(n_iter+1) + M·b·(n_iter+1) numbers besides W (W is used in place when it already has ``dtype`` on ``device``).  Q is orthonormal, so every Ritz value is a lower bound,
 σ_i(Qᵀ A) ≤ σ_i(A) (Cauchy interlacing): approximate eigenvalues are never too large.  The error is smallest at the top
 and grows towards the k-th value, more slowly than for plain subspace iteration with the same number of products
 (Musco & Musco Thm. 1: gap-free error ~ 1/n_iter² instead of 1/n_iter).  Measured (float64, 4000 x 1000, k = 100,
@@ -144,9 +144,10 @@ def tail_spectrum(W: torch.Tensor, k: int, *, dtype: str | torch.dtype = "float6
 
     Starts with the ``k`` largest eigenvalues (:func:`approx_top_eigenvalues`, block Krylov) and doubles k while the
     power-law fit of what it has fails (too few values) or puts x_min in the lower half of the available values
-    (n_tail > k/2: the full fit's x_min may lie lower, module docstring).  Whenever the Krylov run would cost more flops than the exact
-    eigendecomposition (:func:`krylov_is_cheaper`) the exact spectrum is returned instead (``method="exact"``).
-    The returned :class:`Spectrum` has ``method="top-k block Krylov"`` with the final k, and the exact trace ‖W‖_F².
+    (n_tail > k/2: the full fit's x_min may lie lower, module docstring).  Whenever the Krylov run would cost more
+    flops than the exact eigendecomposition (:func:`krylov_is_cheaper`) the exact spectrum is returned instead
+    (``method="exact"``).  The returned :class:`Spectrum` has ``method="top-k block Krylov"`` with the final k, and
+    the exact trace ‖W‖_F².
     """
     a = _tall(W)
     n, m = a.shape

@@ -7,10 +7,10 @@ B·M eigenvalues are pooled into one ESD.
 
 Computing λ from the Gram matrix with LAPACK ``syevd`` is 3–6x faster than an SVD (on the CPU a single matrix with
 M ≥ 512 goes through scipy's BLAS ``syrk`` and ``syevd``; smaller ones, batches and other devices through
-``torch.linalg.eigvalsh``); its
-absolute error is about ``eps · λ_max``, so eigenvalues below ``zero_tol = λ_max · N · eps(dtype)`` are numerically zero:
-they are counted in ``rank_loss`` and excluded from tail fits (``Spectrum.nonzero``).  Large matrices are reduced to
-their Gram matrix in row blocks, so the float64 working set is bounded by ``M² + block·M`` numbers, not ``N·M``.
+``torch.linalg.eigvalsh``); its absolute error is about ``eps · λ_max``, so eigenvalues below
+``zero_tol = λ_max · N · eps(dtype)`` are numerically zero: they are counted in ``rank_loss`` and excluded from tail
+fits (``Spectrum.nonzero``).  Large matrices are reduced to their Gram matrix in row blocks, so the float64 working
+set is bounded by ``M² + block·M`` numbers, not ``N·M``.
 """
 from __future__ import annotations
 
