@@ -311,3 +311,48 @@ def test_phase_branch_from_mp_equals_the_grid_phase(gamma, kappa):
     assert branch is not None
     np.testing.assert_allclose(branch, grid, rtol=0, atol=1e-8 * a)
     assert np.max(np.abs(grid / (np.pi * a) - mp_cdf(t / (a + d), gamma, 1.0))) * kappa <= 0.5
+
+
+@pytest.mark.parametrize("gamma,delta", [(1 / 6, 1.02), (0.3, 1.0), (0.5, 2.97), (1 / 6, 6.0), (0.25, 13.0),
+                                         (0.781, 1.96)])
+def test_fit_mode_cdf_across_an_integer_delta(gamma, delta):
+    """Fit mode interpolates F and 1 - F in delta across a near-integer delta (no ODE, no mpmath): within
+    FIT_CDF_ATOL of the exact CDF (the ODE path), measured < 5e-5 (at delta ~ 1)."""
+    from hmu_diag.htmp._accuracy import FIT_CDF_ATOL, fit_mode
+
+    kappa = 2 * gamma * delta / (1 - gamma)
+    x = np.geomspace(0.02, 6.0, 120)
+    exact_f, exact_q = htmp.cdf(x, gamma, kappa), htmp.sf(x, gamma, kappa)
+    with fit_mode():
+        f, q = htmp.cdf(x, gamma, kappa), htmp.sf(x, gamma, kappa)
+    np.testing.assert_allclose(f, exact_f, rtol=0, atol=FIT_CDF_ATOL)
+    np.testing.assert_allclose(q, exact_q, rtol=0, atol=FIT_CDF_ATOL)
+    assert np.all(np.diff(f) >= -1e-9) and np.all((0 <= f) & (f <= 1))
+
+
+@pytest.mark.parametrize("a", [1e-3, 0.25, 1.0, 5.0, 50.0, 100.0])
+def test_square_start_values_match_mpmath(a):
+    """gamma = 1 (delta = 0): the ODE starts from the logarithmic series of U(a, 1, -t), not from mpmath; its
+    log|U| and Re t d/dt log U agree with mpmath.hyperu (U' = -a U(a+1, 2, .)) to 1e-13."""
+    for t in (1e-6, 0.25 / max(a, 1.0)):
+        with mp.workdps(40):
+            u = mp.hyperu(a, 1, -mp.mpf(t))
+            ref_log = float(mp.log(abs(u)))
+            ref_rate = float(mp.re(mp.mpf(t) * a * mp.hyperu(a + 1, 2, -mp.mpf(t)) / u))
+        log_u, rate = _table._initial_state_square(a, t)
+        assert log_u == pytest.approx(ref_log, rel=1e-13, abs=1e-13)
+        assert rate == pytest.approx(ref_rate, rel=1e-12)
+
+
+@pytest.mark.parametrize("kappa", [0.5, 3.0, 40.0])
+def test_square_cdf_matches_the_mpmath_phase(kappa):
+    """gamma = 1: F = arg U(a, 1, -t - i0)/(pi a) from mpmath where the phase is below pi (no branch to choose).
+    Quadrature of the density is no reference here: F ~ 1/|log t| near 0 puts mass below any quadrature start."""
+    a = s = kappa / 2
+    x = np.array([1e-6, 1e-3, 0.05, 0.3, 0.6])
+    f = htmp.cdf(x, 1.0, kappa)
+    keep = f < 1.0 / a                                    # phase pi a F below pi
+    assert keep.sum() >= 1
+    with mp.workdps(30):
+        ref = [float(abs(mp.arg(mp.hyperu(a, 1, -mp.mpf(s * xi)))) / (mp.pi * a)) for xi in x[keep]]
+    np.testing.assert_allclose(f[keep], ref, rtol=0, atol=1e-9)

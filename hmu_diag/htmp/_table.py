@@ -31,6 +31,7 @@ from scipy import special as sp
 from scipy.integrate import odeint, solve_ivp
 
 from hmu_diag.errors import HmuDiagError
+from hmu_diag.htmp._accuracy import FIT_ATOL, FIT_RTOL, in_fit_mode
 from hmu_diag.htmp._kummer import connection_parts, fast_applicable, hyp1f1, hyperu_mpmath, u_mpmath
 
 #: ODE tolerances (relative, absolute); the resulting log-density error is ~1e-11 in the bulk
@@ -70,8 +71,9 @@ class PhaseTable:
 
     def _integrate(self, taus: np.ndarray) -> np.ndarray:
         """States (L, u, phi - phi(tau_c)) at ``taus`` (monotone, starting at tau_c); shape (len, 3)."""
-        y = odeint(_rhs(self.a, self.d, self.log_k), [self.L0, self.u0, 0.0], taus, tfirst=True, rtol=RTOL,
-                   atol=ATOL, mxstep=_MAX_STEPS)
+        rtol, atol = (FIT_RTOL, FIT_ATOL) if in_fit_mode() else (RTOL, ATOL)
+        y = odeint(_rhs(self.a, self.d, self.log_k), [self.L0, self.u0, 0.0], taus, tfirst=True, rtol=rtol,
+                   atol=atol, mxstep=_MAX_STEPS)
         if not np.isfinite(y).all():
             raise HmuDiagError(f"htmp: ODE integration failed (a={self.a:g}, delta={self.d:g})")
         return y
@@ -182,23 +184,52 @@ def _initial_state(a: float, d: float, t_c: float) -> tuple[float, float]:
         return float(mp.log(abs(u0))), float(mp.re(ratio))
 
 
+def _initial_state_square(a: float, t: float) -> tuple[float, float]:
+    """(log|U|, Re t d/dt log U(a, 1, -t)) at delta = 0 (gamma = 1) from the logarithmic series (DLMF 13.2.9, n = 0):
+
+        U(a, 1, z) = -(1/Gamma(a)) sum_k (a)_k z^k/(k!)^2 [ln z + psi(a + k) - 2 psi(1 + k)],
+        z U'(z)    = -(1/Gamma(a)) sum_k (a)_k z^k/(k!)^2 [k (ln z + psi(a + k) - 2 psi(1 + k)) + 1],
+
+    at z = -t - i0 (ln z = ln t - i pi; t d/dt U(a, 1, -t) = z U'(z)).  Callers take a t <= 1/(4 max(a, 1)), where the
+    terms fall at least 4x per step from the first: no cancellation, 60 terms reach 1e-30 relative."""
+    k = np.arange(60.0)
+    log_c = sp.gammaln(a + k) - sp.gammaln(a) - 2.0 * sp.gammaln(k + 1.0) + k * math.log(t)
+    terms = np.exp(log_c) * (-1.0) ** k
+    log_z = complex(math.log(t), -math.pi)
+    bracket = log_z + sp.digamma(a + k) - 2.0 * sp.digamma(k + 1.0)
+    u_sum = np.sum(terms * bracket)
+    du_sum = np.sum(terms * (k * bracket + 1.0))
+    return math.log(abs(u_sum)) - math.lgamma(a), (du_sum / u_sum).real
+
+
 @functools.lru_cache(maxsize=256)
 def phase_table(gamma: float, kappa: float) -> PhaseTable:
-    """Start values (cached) of the phase-amplitude solution for HTMP(gamma, kappa) at unit scale."""
+    """Start values (cached) of the phase-amplitude solution for HTMP(gamma, kappa) at unit scale.
+
+    The solve starts at the bulk point t = s, except for gamma = 1 (delta = 0, where the connection formula is 0/0):
+    there it starts at t = min(s, 1/(4 max(a, 1))) from the logarithmic series, which needs no mpmath."""
     a = kappa / 2.0
     s = kappa / (2.0 * gamma)
     d = s - a
-    tau_c = math.log(s)
+    if d == 0.0:
+        t_c = min(s, 0.25 / max(a, 1.0))
+        L0, u0 = _initial_state_square(a, t_c)
+        return _make_table(a, s, d, t_c, L0, u0)
     try:
         L0, u0 = _initial_state(a, d, s)
     except (ValueError, ZeroDivisionError, mp.libmp.NoConvergence) as exc:
         raise HmuDiagError(f"htmp: cannot evaluate U(a, b, z) for gamma={gamma:g}, kappa={kappa:g} "
                            f"(delta={d:g}): {exc}".splitlines()[0]) from None
+    return _make_table(a, s, d, s, L0, u0)
+
+
+def _make_table(a: float, s: float, d: float, t_c: float, L0: float, u0: float) -> PhaseTable:
+    """The PhaseTable for start values (L0, u0) at t_c: integration range and the lower-end phase reference."""
     log_k = math.log(math.pi) - math.lgamma(a) - math.lgamma(s)
     tau_lo, tau_hi = tau_range(a, s, d)
     t_lo = math.exp(tau_lo)
     with np.errstate(all="ignore"):
         log_b = (d * tau_lo + math.log(abs(float(hyp1f1(s, 1 + d, np.array(-t_lo))))) - math.lgamma(a)
                  - math.lgamma(1 + d))
-    return PhaseTable(a=a, s=s, d=d, log_k=log_k, tau_c=tau_c, tau_lo=tau_lo, tau_hi=tau_hi, L0=L0, u0=u0,
+    return PhaseTable(a=a, s=s, d=d, log_k=log_k, tau_c=math.log(t_c), tau_lo=tau_lo, tau_hi=tau_hi, L0=L0, u0=u0,
                       log_b_lo=log_b)
