@@ -27,6 +27,7 @@ without (HTMP) are scored on the same footing (:func:`bins`, :func:`binned_logli
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 import numpy as np
@@ -163,12 +164,17 @@ def binned_loglik(counts: np.ndarray, cdf_at_edges: np.ndarray) -> float:
     return float(np.sum(terms))
 
 
+@functools.lru_cache(maxsize=256)
 def _mp_unit_quantile_table(gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """(CDF values, points) of MP(gamma, 1) on a fine grid, for inverting the closed-form CDF by interpolation."""
+    """(CDF values, points) of MP(gamma, 1) on a fine grid, for inverting the closed-form CDF by interpolation.
+
+    Cached per gamma (layers of one shape share it); the arrays are read-only."""
     lo, hi = mp_edges(gamma, 1.0)
     # grid in the angle u: x = (lo+hi)/2 - (hi-lo)/2 cos(u) concentrates points at both square-root edges
     grid = 0.5 * (lo + hi) - 0.5 * (hi - lo) * np.cos(np.linspace(0.0, np.pi, _QGRID))
-    return mp_cdf(grid, gamma, 1.0), grid
+    values = mp_cdf(grid, gamma, 1.0)
+    values.flags.writeable = grid.flags.writeable = False
+    return values, grid
 
 
 def _failed(gamma: float, why: str, n: int, n_dropped: int) -> MPFit:
