@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"  # hmu_diag.cache keys results by it
+__version__ = "0.2.0"  # hmu_diag.cache keys results by it
 
 #: public name -> module that defines it; imported on first use (PEP 562), so ``import hmu_diag`` and process-pool
 #: workers (which need only the pipeline) do not pay for matplotlib, the report and rank modules up front

@@ -21,10 +21,13 @@ lower_D                KS distance of that power-law fit
 alpha_minus_pred       alpha (the caller's HTSR exponent of lambda's upper tail) - htmp_pred_alpha; meaningful for
                        inverse fits, where HTMP predicts that tail
 phase                  5+1 phase (:func:`hmu_diag.fits.phase.classify_phase`) or "undetermined"
+htmp_status            "ok"; "ok: no D (...)" when kappa and its CI stand but the law could not be evaluated within
+                       the fit's limits (htmp_D NaN); "failed: <reason>" when no HTMP fit exists (the HTMP numbers
+                       are NaN); "skipped: <reason>" (set by :func:`hmu_diag.metrics.esd_row` for partial spectra)
 =====================  ===================================================================================
 
 :func:`htmp_metrics` never raises on degenerate data or shapes (too few eigenvalues, all equal, NaN, gamma outside
-(0, 1]): the numbers are NaN, htmp_orientation is "" and phase is "undetermined".
+(0, 1]): the numbers are NaN, htmp_orientation is "", phase is "undetermined" and htmp_status says why.
 """
 from __future__ import annotations
 
@@ -42,13 +45,20 @@ __all__ = ["COLUMNS", "htmp_metrics"]
 
 COLUMNS = ("htmp_kappa", "htmp_kappa_lo", "htmp_kappa_hi", "htmp_scale", "htmp_orientation", "htmp_delta", "htmp_D",
            "mp_D", "mp_scale", "mp_bulk_max", "mp_num_spikes", "htmp_pred_alpha", "htmp_pred_lower_exp",
-           "lower_alpha", "lower_D", "alpha_minus_pred", "phase")
+           "lower_alpha", "lower_D", "alpha_minus_pred", "phase", "htmp_status")
 
 
-def _empty() -> dict:
+def _empty(status: str) -> dict:
     row = {c: math.nan for c in COLUMNS}
-    row.update(htmp_orientation="", mp_num_spikes=0, phase=UNDETERMINED)
+    row.update(htmp_orientation="", mp_num_spikes=0, phase=UNDETERMINED, htmp_status=status)
     return row
+
+
+def _fit_status(ht) -> str:
+    """The htmp_status of a fit: its own status, qualified when D could not be evaluated."""
+    if ht.ok and not math.isfinite(ht.D):
+        return "ok: no D (the HTMP law is not evaluable within the fit's limits)"
+    return ht.status
 
 
 def htmp_metrics(evals, gamma: float, *, alpha: float = math.nan, seed: int = 0, rank_loss: int = 0,
@@ -61,14 +71,14 @@ def htmp_metrics(evals, gamma: float, *, alpha: float = math.nan, seed: int = 0,
     ``n_matrices``: matrices pooled into ``evals``; ``orientation``, ``ci``, ``spikes``, ``seed``: passed to
     :func:`hmu_diag.fits.htmp.fit`; ``lower_tail=False`` skips the power-law fit of 1/lambda (its columns NaN).
     """
-    row = _empty()
     try:
         x = np.asarray(evals, dtype=np.float64).ravel()
         with np.errstate(all="ignore"):
             mp = fit_mp(x, gamma, spikes=spikes, n_matrices=n_matrices)
             ht = htmp_fit(x, gamma, orientation, spikes=spikes, ci=ci, seed=seed, n_matrices=n_matrices, mp=mp)
-    except (HmuDiagError, ValueError, TypeError, ArithmeticError):
-        return row
+    except (HmuDiagError, ValueError, TypeError, ArithmeticError) as exc:
+        return _empty(f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+    row = _empty(_fit_status(ht))
     if mp.ok:
         row.update(mp_D=mp.D, mp_scale=mp.scale, mp_bulk_max=mp.bulk_max, mp_num_spikes=mp.num_spikes)
     if ht.ok:

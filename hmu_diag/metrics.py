@@ -116,7 +116,9 @@ def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: 
     if partial:
         row["log_alpha_norm"] = math.nan
     row["warning"] = training_warning(fit.alpha)
-    if htmp and not partial:
+    if htmp and partial:
+        row["htmp_status"] = f"skipped: partial ESD ({esd_method}); MP/HTMP fits need every eigenvalue"
+    elif htmp:
         from .htmp_metrics import htmp_metrics
         row.update(htmp_metrics(fit_input, M / N, alpha=fit.alpha, seed=seed, rank_loss=row["rank_loss"],
                                 n_matrices=n_matrices, orientation=htmp_orientation))

@@ -197,7 +197,8 @@ def test_analyze_approx_keeps_the_tail_metrics_of_the_exact_run():
         assert approx.loc[big, col] == pytest.approx(exact.loc[big, col], rel=1e-9)
     for col in ("entropy", "rank_loss", "log_alpha_norm", "htmp_kappa", "mp_D"):   # need the whole ESD
         assert np.isnan(approx.loc[big, col]) and not np.isnan(exact.loc[big, col])
-    assert approx.loc[big, "status"] == "ok"
+    assert approx.loc[big, "status"] == "ok" and exact.loc[big, "htmp_status"] == "ok"
+    assert approx.loc[big, "htmp_status"].startswith("skipped: partial ESD")
     pd.testing.assert_series_equal(approx.loc[small], exact.loc[small])
 
 

@@ -93,6 +93,7 @@ def test_htmp_metrics_columns_and_values():
     assert row["htmp_pred_alpha"] == pytest.approx(1 + f.delta)
     assert row["alpha_minus_pred"] == pytest.approx(3.2 - row["htmp_pred_alpha"])
     assert row["mp_num_spikes"] == fit_mp(ev, GAMMA).num_spikes and row["phase"] == "heavy-tailed"
+    assert row["htmp_status"] == "ok"
     # measured lower tail: rho ~ lambda^(delta-1) near 0 <=> 1/lambda has upper-tail exponent 1 + delta (~3.1);
     # finite-size CSN fits underestimate it (htmp.md sec. 3.6), so only the ballpark is checked
     assert 1.8 < row["lower_alpha"] < 3.6 and 0 < row["lower_D"] < 0.1
@@ -111,6 +112,14 @@ def test_lower_alpha_on_a_known_power_law():
 def test_htmp_metrics_degenerate_inputs(bad):
     row = htmp_metrics(bad, 0.5, alpha=2.0)
     assert tuple(row) == COLUMNS and row["phase"] == UNDETERMINED and math.isnan(row["htmp_kappa"])
+    assert row["htmp_status"].startswith("failed: ")        # with its reason, never a silent NaN row
+
+
+def test_htmp_status_names_the_reason():
+    assert htmp_metrics([1.0, 2.0, 3.0], 0.5)["htmp_status"] == "failed: fewer than 10 positive eigenvalues (3)"
+    assert htmp_metrics([2.0] * 40, 0.5)["htmp_status"] == "failed: all eigenvalues equal"
+    assert htmp_metrics("abc", 0.5)["htmp_status"].startswith("failed: ValueError: could not convert")
+    assert htmp_metrics(np.arange(1.0, 100.0), 1.5)["htmp_status"].startswith("failed: OptionError: ")
 
 
 @pytest.mark.parametrize("gamma", [0.0, 1.5, float("nan"), None])
