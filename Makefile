@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hmu-diag-installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: setup demo test test-slow test-all bench bench-quick zoo zoo-ranking htmp-phases clean
+.PHONY: setup demo test test-slow test-all bench bench-quick zoo zoo-ranking htmp-phases htmp-table clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ zoo-ranking: $(STAMP)
 
 htmp-phases: $(STAMP)
 	$(BIN)/python reports/make_htmp_phases.py
+
+## htmp-table: rebuild the tabulated HTMP quantiles that fits read (hmu_diag/htmp/data/htmp_quantiles.npz, ~4 min)
+htmp-table: $(STAMP)
+	$(BIN)/python -c "from hmu_diag.htmp._quantile_table import build; build()"
 
 clean:
 	rm -rf reports/demo reports/tmp .pytest_cache

@@ -316,15 +316,15 @@ def test_phase_branch_from_mp_equals_the_grid_phase(gamma, kappa):
 @pytest.mark.parametrize("gamma,delta", [(1 / 6, 1.02), (0.3, 1.0), (0.5, 2.97), (1 / 6, 6.0), (0.25, 13.0),
                                          (0.781, 1.96)])
 def test_fit_mode_cdf_across_an_integer_delta(gamma, delta):
-    """Fit mode interpolates F and 1 - F in delta across a near-integer delta (no ODE, no mpmath): within
-    FIT_CDF_ATOL of the exact CDF (the ODE path), measured < 5e-5 (at delta ~ 1)."""
-    from hmu_diag.htmp._accuracy import FIT_CDF_ATOL, fit_mode
+    """Outside the quantile table, fit mode interpolates F and 1 - F in delta across a near-integer delta (no ODE, no
+    mpmath): within FIT_CDF_ATOL of the exact CDF (the ODE path), measured < 5e-5 (at delta ~ 1)."""
+    from hmu_diag.htmp._accuracy import FIT_CDF_ATOL
+    from hmu_diag.htmp.density import _cdf_sf_across_integer
 
     kappa = 2 * gamma * delta / (1 - gamma)
     x = np.geomspace(0.02, 6.0, 120)
     exact_f, exact_q = htmp.cdf(x, gamma, kappa), htmp.sf(x, gamma, kappa)
-    with fit_mode():
-        f, q = htmp.cdf(x, gamma, kappa), htmp.sf(x, gamma, kappa)
+    f, q = _cdf_sf_across_integer(x, gamma, delta)
     np.testing.assert_allclose(f, exact_f, rtol=0, atol=FIT_CDF_ATOL)
     np.testing.assert_allclose(q, exact_q, rtol=0, atol=FIT_CDF_ATOL)
     assert np.all(np.diff(f) >= -1e-9) and np.all((0 <= f) & (f <= 1))
@@ -356,3 +356,54 @@ def test_square_cdf_matches_the_mpmath_phase(kappa):
     with mp.workdps(30):
         ref = [float(abs(mp.arg(mp.hyperu(a, 1, -mp.mpf(s * xi)))) / (mp.pi * a)) for xi in x[keep]]
     np.testing.assert_allclose(f[keep], ref, rtol=0, atol=1e-9)
+
+
+def test_quantile_table_matches_the_exact_cdf_off_the_nodes():
+    """Fit mode reads F and 1 - F from tabulated quantiles (hmu_diag.htmp._quantile_table): at random parameters
+    between the nodes (gamma in [0.02, 0.95] and gamma = 1, kappa in [0.01, 199]) within FIT_CDF_ATOL of the exact
+    CDF, over the whole body of the law; the upper tail 1 - F keeps its relative accuracy."""
+    from hmu_diag.htmp import _quantile_table
+    from hmu_diag.htmp._accuracy import FIT_CDF_ATOL, fit_mode
+
+    rng = np.random.default_rng(7)
+    params_ = [(1 / (1 + 10 ** rng.uniform(-1.3, 1.7)), 10 ** rng.uniform(-2, 2.3)) for _ in range(10)]
+    params_ += [(1.0, 10 ** rng.uniform(-2, 2.3)) for _ in range(4)] + [(0.33, 1.9), (0.5, 5.5), (1.0, 2.0)]
+    for gamma, kappa in params_:
+        sd = math.sqrt(gamma * (1 + 2 / kappa))
+        x = np.concatenate([np.geomspace(1e-4, 0.5, 40), np.linspace(0.5, 1 + 6 * sd, 80)])
+        table = _quantile_table.cdf_sf(x, gamma, kappa)
+        if table is None:               # a stencil node that could not be built: the exact path serves
+            continue
+        f, q = table
+        exact_f, exact_q = htmp.cdf(x, gamma, kappa), htmp.sf(x, gamma, kappa)
+        np.testing.assert_allclose(f, exact_f, rtol=0, atol=FIT_CDF_ATOL, err_msg=f"gamma={gamma}, kappa={kappa}")
+        tail = exact_q > 1e-6
+        np.testing.assert_allclose(q[tail], exact_q[tail], rtol=0.05, err_msg=f"gamma={gamma}, kappa={kappa}")
+        with fit_mode():
+            assert np.array_equal(htmp.cdf(x, gamma, kappa), f)        # fit mode uses it
+    assert _quantile_table.cdf_sf(np.ones(3), 0.97, 2.0) is None         # outside the table: the exact path serves
+    assert _quantile_table.cdf_sf(np.ones(3), 0.3, 1e-3) is None
+
+
+def test_fast_path_sign_error_below_the_bulk_is_caught():
+    """gamma = 10^-0.2, kappa = 10^1.8 (delta = 18.45): below the bulk both hyp1f1 evaluations of M(a, 1 - delta, -t)
+    agree and are wrong, flipping the sign of Re U; the phase then sits pi from the MP reference, more than the
+    0.24 pi the bound allows, so the ODE decides (it used to return F = 1/a = 0.0317 where F ~ 6e-14)."""
+    gamma, kappa = 10 ** -0.2, 10 ** 1.8
+    p = htmp.params(gamma, kappa)
+    x = np.array([6.37e-3, 0.01, 0.05, 0.5, 1.0])
+    ode = _table.phase_table(gamma, kappa).state(np.log(p["s"] * x))[2] / (np.pi * p["a"])
+    np.testing.assert_allclose(htmp.cdf(x, gamma, kappa), ode, rtol=1e-6, atol=1e-12)
+    assert htmp.cdf(6.37e-3, gamma, kappa) < 1e-12
+
+
+@pytest.mark.parametrize("row,col", [(None, 25), (4, 12), (17, 30), (28, 40)])
+def test_quantile_table_file_matches_its_builder(row, col):
+    """The committed table is what ``make htmp-table`` builds: nodes recomputed from the exact law agree (float32)."""
+    from hmu_diag.htmp import _quantile_table as qt
+
+    gamma = 1.0 if row is None else 1.0 / (1.0 + 10.0 ** qt.V_GAMMA[row])
+    stored = qt._table()[1][col] if row is None else qt._table()[0][row, col]
+    rebuilt = qt._node_log_quantiles(gamma, 10.0 ** qt.LOG10_KAPPA[col])
+    np.testing.assert_array_equal(np.isnan(stored), np.isnan(rebuilt))
+    np.testing.assert_allclose(stored, rebuilt, rtol=0, atol=1e-5 * (1 + np.nanmax(np.abs(rebuilt))), equal_nan=True)

@@ -50,7 +50,8 @@ quantile (MP-like fits: the Tracy-Widom edge) are excluded and the fit repeated 
 ``n_spikes`` (for an inverse fit these are the smallest eigenvalues).
 
 Bounded time: a fit evaluates the law in fit mode (:mod:`hmu_diag.htmp._accuracy`: CDF to ``FIT_CDF_ATOL`` = 1e-4
-absolute instead of 1e-10, interpolated across near-integer delta instead of ODE + mpmath).  mpmath (the last resort
+absolute instead of 1e-10, from tabulated quantiles where the table covers (gamma, kappa), else interpolated across
+near-integer delta instead of ODE + mpmath).  mpmath (the last resort
 for start values of extreme parameters, e.g. gamma ~ 5e-4 where delta ~ 5e4) runs under ``FIT_MPMATH_LIMITS``; where
 the law cannot be evaluated within them, kappa and its CI (which need no evaluation of the law) are still reported,
 D and loglik of that orientation are NaN, the spike cutoff falls back to the Gamma-tail quantile and an ML/KS

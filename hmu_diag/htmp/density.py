@@ -29,7 +29,7 @@ import numpy as np
 from scipy import special as sp
 
 from hmu_diag.errors import HmuDiagError
-from hmu_diag.htmp import _table
+from hmu_diag.htmp import _quantile_table, _table
 from hmu_diag.htmp._checks import as_points, check_gamma, check_kappa, check_orientation, check_scale
 from hmu_diag.htmp._accuracy import in_fit_mode
 from hmu_diag.htmp._kummer import (INT_GAP, fast_applicable, hyp1f1, log_abs_u2_fast, log_abs_u2_large_t,
@@ -117,8 +117,12 @@ def _cdf_sf_unit(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray,
 
     p = params(gamma, kappa)
     a, s = p["a"], p["s"]
-    if in_fit_mode() and not fast_applicable(p["delta"]):
-        return _cdf_sf_across_integer(x, gamma, p["delta"])
+    if in_fit_mode():
+        tabulated = _quantile_table.cdf_sf(x, gamma, kappa)
+        if tabulated is not None:
+            return tabulated
+        if not fast_applicable(p["delta"]):
+            return _cdf_sf_across_integer(x, gamma, p["delta"])
     total = math.pi * a
     t = s * x
     phase = _phasegrid.phase(gamma, kappa, t)

@@ -1,0 +1,160 @@
+"""Tabulated HTMP quantiles for fits: F and 1 - F of HTMP(gamma, kappa) by interpolation, in microseconds.
+
+Inside fits (fit mode, :mod:`hmu_diag.htmp._accuracy`) the CDF only feeds KS distances, binned log-likelihoods and
+spike thresholds, so an absolute error below ``FIT_CDF_ATOL`` = 1e-4 suffices.  The exact evaluators cost 0.5-15 ms
+per call (four ``hyp1f1`` per point, or an ODE for square layers and near-integer delta); this table answers the
+same question with one small matrix product and one ``np.interp``.
+
+Table (``data/htmp_quantiles.npz``, built by ``make htmp-table``, ~4 min on 2 cores): the
+unit-scale quantiles ``log x_p`` of HTMP(gamma, kappa) at the logit levels ``z = log(p/(1-p))`` in [-16, 16]
+(step 0.05), on the nodes
+
+* ``log10 kappa`` = -2.0, -1.9, ..., 2.3 (kappa 0.01 .. 199.5; beyond, kappa >= 200, the MP closed form serves);
+* ``v = log10((1 - gamma)/gamma)`` = -1.3, -1.2, ..., 1.7 (gamma 0.952 .. 0.0196): the law depends on gamma through
+  delta/kappa = (1 - gamma)/(2 gamma), and in this coordinate cubic interpolation stays accurate up to gamma ~ 0.95
+  (in log gamma it errs by 1e-3 already at gamma ~ 0.7);
+* a separate row at gamma = 1 (square layers, delta = 0, v = -inf: no interpolation in gamma reaches it).
+
+A query (gamma, kappa) combines the 4 x 4 nearest node curves with cubic Lagrange weights in (v, log10 kappa)
+(4 kappa nodes only at gamma = 1), then interpolates z linearly in log x at the data points and returns
+F = expit(z), 1 - F = expit(-z) (both tails keep their relative accuracy).  Measured against the exact CDF at
+off-node parameters: max |dF| < 1e-4 (tests/test_htmp_density.py).  Outside the domain (gamma in (0.952, 1) or
+below 0.0196, kappa below 0.01), next to nodes that could not be built (small gamma with large kappa, where the
+exact law needs mpmath beyond the fit limits), or for points beyond the tabulated levels where the clamped value could
+be off by more than 1e-4, :func:`cdf_sf` returns None and the caller evaluates the law exactly.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import special as sp
+
+__all__ = ["cdf_sf", "build", "TABLE_PATH"]
+
+TABLE_PATH = Path(__file__).with_name("data") / "htmp_quantiles.npz"
+LOG10_KAPPA = np.round(np.arange(-2.0, 2.3 + 1e-9, 0.1), 10)
+V_GAMMA = np.round(np.arange(-1.3, 1.7 + 1e-9, 0.1), 10)
+LEVELS = np.round(np.arange(-16.0, 16.0 + 1e-9, 0.05), 10)
+#: clamping a point outside the tabulated levels errs by at most expit(level); refuse beyond this
+_CLAMP_TOL = 1e-4
+#: points per node: a coarse pass over the law's whole range, then a dense pass over the tabulated levels
+_COARSE, _DENSE = 2000, 8000
+
+
+def _stencil(value: float, nodes: np.ndarray) -> tuple[int, np.ndarray] | None:
+    """(first index, cubic Lagrange weights) of the 4 nodes around ``value`` (uniform grid), or None outside.
+
+    With r = (value - nodes[first])/step in [0, 3] the weights of nodes 0..3 are -(r-1)(r-2)(r-3)/6, r(r-2)(r-3)/2,
+    -r(r-1)(r-3)/2, r(r-1)(r-2)/6."""
+    lo, hi = float(nodes[0]), float(nodes[-1])
+    if not lo <= value <= hi:
+        return None
+    step = (hi - lo) / (nodes.size - 1)
+    first = min(max(math.floor((value - lo) / step) - 1, 0), nodes.size - 4)
+    r = (value - lo) / step - first
+    weights = np.array([-(r - 1) * (r - 2) * (r - 3) / 6, r * (r - 2) * (r - 3) / 2, -r * (r - 1) * (r - 3) / 2,
+                        r * (r - 1) * (r - 2) / 6])
+    return first, weights
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> tuple[np.ndarray, np.ndarray] | None:
+    """(log quantiles of the gamma rows, shape (len(V_GAMMA), len(LOG10_KAPPA), len(LEVELS)); the gamma = 1 row,
+    shape (len(LOG10_KAPPA), len(LEVELS))), or None when the table file is missing."""
+    if not TABLE_PATH.exists():
+        return None
+    with np.load(TABLE_PATH) as data:
+        return data["log_q"].astype(np.float64), data["log_q_square"].astype(np.float64)
+
+
+def cdf_sf(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(F, 1 - F) of HTMP(gamma, kappa) at unit scale at the points x > 0 from the table, or None (module docstring)."""
+    table = _table()
+    if table is None:
+        return None
+    k_st = _stencil(math.log10(kappa), LOG10_KAPPA)
+    if k_st is None:
+        return None
+    k0, wk = k_st
+    if gamma == 1.0:
+        log_q = wk @ table[1][k0:k0 + 4]
+    else:
+        g_st = _stencil(math.log10((1.0 - gamma) / gamma), V_GAMMA)
+        if g_st is None:
+            return None
+        g0, wg = g_st
+        log_q = wg @ (wk @ table[0][g0:g0 + 4, k0:k0 + 4])
+    valid = np.isfinite(log_q)
+    if valid.sum() < 8:
+        return None
+    z_levels, log_q = LEVELS[valid], np.maximum.accumulate(log_q[valid])
+    log_x = np.log(x)
+    below, above = log_x < log_q[0], log_x > log_q[-1]
+    if (below.any() and sp.expit(z_levels[0]) > _CLAMP_TOL) or (above.any() and sp.expit(-z_levels[-1]) > _CLAMP_TOL):
+        return None
+    z = np.interp(log_x, log_q, z_levels)
+    return sp.expit(z), sp.expit(-z)
+
+
+# ---------------------------------------------------------------------------------------------------- building
+
+
+def _node_log_quantiles(gamma: float, kappa: float) -> np.ndarray:
+    """log x at LEVELS for HTMP(gamma, kappa, 1) from the exact CDF (NaN where out of reach or not evaluable)."""
+    # imported here: hmu_diag.htmp.density imports this module for its fit-mode lookups
+    from hmu_diag.errors import HmuDiagError
+    from hmu_diag.htmp import _table as ode_table
+    from hmu_diag.htmp._kummer import FIT_MPMATH_LIMITS, mpmath_limits
+    from hmu_diag.htmp.density import cdf, params, sf
+
+    out = np.full(LEVELS.size, np.nan)
+    p = params(gamma, kappa)
+    tau_lo, tau_hi = ode_table.tau_range(p["a"], p["s"], p["delta"])
+    log_s = math.log(p["s"])
+    try:
+        with np.errstate(all="ignore"), mpmath_limits(*FIT_MPMATH_LIMITS):
+            lo, hi = tau_lo - log_s, tau_hi - log_s
+            coarse = np.linspace(lo, hi, _COARSE)
+            z = np.log(cdf(np.exp(coarse), gamma, kappa)) - np.log(sf(np.exp(coarse), gamma, kappa))
+            keep = np.isfinite(z) & np.concatenate([[True], np.diff(z) > 0])
+            z, coarse = z[keep], coarse[keep]
+            if not (z[0] < LEVELS[-1] + 1.0 and z[-1] > LEVELS[0] - 1.0):
+                return out
+            # dense pass: points evenly spaced in z (mapped through the coarse inverse), so that every level is
+            # resolved even where the law spans hundreds of e-folds (square layers)
+            targets = np.linspace(max(z[0], LEVELS[0] - 1.0), min(z[-1], LEVELS[-1] + 1.0), _DENSE)
+            dense = np.unique(np.concatenate([np.interp(targets, z, coarse), coarse]))
+            x = np.exp(dense)
+            z = np.log(cdf(x, gamma, kappa)) - np.log(sf(x, gamma, kappa))
+    except HmuDiagError:
+        return out
+    ok = np.isfinite(z)
+    z, dense = z[ok], dense[ok]
+    rising = np.concatenate([[True], np.diff(z) > 0])
+    z, dense = z[rising], dense[rising]
+    if z.size < 2:
+        return out
+    covered = (LEVELS >= z[0]) & (LEVELS <= z[-1])
+    out[covered] = np.interp(LEVELS[covered], z, dense)
+    return out
+
+
+def _build_row(v: float | None) -> np.ndarray:
+    gamma = 1.0 if v is None else 1.0 / (1.0 + 10.0 ** v)
+    return np.array([_node_log_quantiles(gamma, 10.0 ** u) for u in LOG10_KAPPA], dtype=np.float32)
+
+
+def build(processes: int = 2) -> None:
+    """Compute every node from the exact law and write ``TABLE_PATH`` (deterministic; ~4 min on 2 cores)."""
+    from multiprocessing import get_context
+
+    rows = [None, *V_GAMMA.tolist()]
+    with get_context("spawn").Pool(processes) as pool:
+        built = pool.map(_build_row, rows, chunksize=1)
+    TABLE_PATH.parent.mkdir(exist_ok=True)
+    np.savez(TABLE_PATH, log_q_square=built[0], log_q=np.stack(built[1:]), log10_kappa=LOG10_KAPPA,
+                        v_gamma=V_GAMMA, levels=LEVELS)
+
