@@ -25,7 +25,6 @@ be off by more than 1e-4, :func:`cdf_sf` returns None and the caller evaluates t
 """
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -60,14 +59,20 @@ def _stencil(value: float, nodes: np.ndarray) -> tuple[int, np.ndarray] | None:
     return first, weights
 
 
-@functools.lru_cache(maxsize=1)
+_LOADED: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+
+
 def _table() -> tuple[np.ndarray, np.ndarray] | None:
     """(log quantiles of the gamma rows, shape (len(V_GAMMA), len(LOG10_KAPPA), len(LEVELS)); the gamma = 1 row,
-    shape (len(LOG10_KAPPA), len(LEVELS))), or None when the table file is missing."""
-    if not TABLE_PATH.exists():
-        return None
-    with np.load(TABLE_PATH) as data:
-        return data["log_q"].astype(np.float64), data["log_q_square"].astype(np.float64)
+    shape (len(LOG10_KAPPA), len(LEVELS))), or None when the table file is missing.  Read once per process (3.6 MB,
+    ~10 ms), like an import: kept apart from the per-analysis lru caches."""
+    if "table" not in _LOADED:
+        if TABLE_PATH.exists():
+            with np.load(TABLE_PATH) as data:
+                _LOADED["table"] = (data["log_q"].astype(np.float64), data["log_q_square"].astype(np.float64))
+        else:
+            _LOADED["table"] = None
+    return _LOADED["table"]
 
 
 def cdf_sf(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray, np.ndarray] | None:
