@@ -19,7 +19,9 @@ mean of the underlying HTMP variable lambda (so E[mu] = theta/(delta - 1), not `
 Numerics: a vectorised scipy path (connection formula, hmu_diag.htmp._kummer) with a conditioning estimate; points it
 cannot resolve go to the phase-amplitude ODE table (hmu_diag.htmp._table) or to mpmath.  The CDF uses the exact
 phase on an adaptively refined grid (hmu_diag.htmp._phasegrid), else the ODE table.  For kappa >= KAPPA_MP = 200
-the Marchenko-Pastur closed forms are used (sup|F_HTMP - F_MP| ~ 0.45/kappa, 2e-3 there; see KAPPA_MP).
+the Marchenko-Pastur closed forms are used (sup|F_HTMP - F_MP| ~ 0.45/kappa, 2e-3 there; see KAPPA_MP).  Inside fits
+(:func:`hmu_diag.htmp._accuracy.fit_mode`) the CDF comes from tabulated quantiles or an interpolation across
+near-integer delta, to 1e-4 (hmu_diag.htmp._accuracy).
 """
 from __future__ import annotations
 
