@@ -162,12 +162,18 @@ def test_spikes_are_excluded_and_reported():
     assert g.n_spikes == 0 and g.kappa < 0.9 * clean.kappa   # the outliers would fake a heavier tail
 
 
-def test_goodness_of_fit_matches_scipy_kstest_and_beats_mp():
-    x = htmp.sample(60, 0.33, 1.9, 1.0, rng=8)      # n <= 64: D is evaluated at every point
-    f = fit(x, 0.33, "direct", spikes=False)
-    ref = stats.kstest(x, lambda v: htmp.cdf(v, 0.33, f.kappa, f.scale)).statistic
-    # the fit evaluates the law in fit mode (tabulated quantiles; CDF error < FIT_CDF_ATOL)
+@pytest.mark.parametrize("gamma,kappa", [(0.33, 1.9), (1.0, 2.0), (0.8, 5.0)])
+def test_goodness_of_fit_matches_scipy_kstest(gamma, kappa):
+    """D of the fit (fit mode: tabulated quantiles, CDF error < FIT_CDF_ATOL) equals scipy's KS statistic against
+    the exact CDF at the fitted parameters; gamma = 1 is the square-layer row of the table."""
+    x = htmp.sample(60, gamma, kappa, 1.0, rng=8)    # n <= 64: D is evaluated at every point
+    f = fit(x, gamma, "direct", spikes=False)
+    assert math.isfinite(f.kappa)
+    ref = stats.kstest(x, lambda v: htmp.cdf(v, gamma, f.kappa, f.scale)).statistic
     assert f.D == pytest.approx(ref, abs=FIT_CDF_ATOL)
+
+
+def test_goodness_of_fit_beats_mp_on_htmp_data():
     y = htmp.sample(1000, 0.33, 1.9, 1.0, rng=9)
     g = fit(y, 0.33)
     assert g.D < g.mp_D and g.loglik > g.mp_loglik
