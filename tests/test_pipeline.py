@@ -203,3 +203,23 @@ def test_cli_piped_into_a_reader_that_stops_early_prints_no_traceback(tmp_path):
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and stderr == ""
     assert (tmp_path / "layers.csv").is_file()
+
+
+def test_cli_table_names_why_htmp_columns_are_missing():
+    import io
+
+    import pandas as pd
+
+    from hmu_diag.cli.analyze import print_table
+
+    layers = pd.DataFrame({"model": "m", "layer": ["a", "b", "c", "bias"], "kind": "linear", "shape": "8x8",
+                           "alpha": [2.0, 3.0, 4.0, np.nan], "htmp_kappa": [1.0, np.nan, np.nan, np.nan],
+                           "status": ["ok", "ok", "ok", "skipped: 1-D tensor"],
+                           "htmp_status": ["ok", "failed: fewer than 10 positive eigenvalues (4)",
+                                           "failed: fewer than 10 positive eigenvalues (4)", np.nan]})
+    out = io.StringIO()
+    print_table(layers, out)
+    lines = out.getvalue().splitlines()
+    assert "  1 tensor(s) skipped: 1-D tensor" in lines
+    assert "  2 layer(s) HTMP failed: fewer than 10 positive eigenvalues (4)" in lines
+    assert not any("HTMP ok" in line for line in lines)

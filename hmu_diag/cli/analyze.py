@@ -70,7 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def print_table(layers: pd.DataFrame, stream=None) -> None:
-    """A readable table of the analysed layers on ``stream``, then one line per skip reason with its count."""
+    """A readable table of the analysed layers on ``stream``, then one line per skip reason with its count, and
+    one per reason an analysed layer has no (or a partial) HTMP fit."""
     stream = stream or sys.stdout
     cols = [c for c in TABLE_COLUMNS if c in layers]
     if "esd_method" in layers and layers["esd_method"].dropna().ne("exact").any():   # say which ESDs are partial
@@ -82,6 +83,10 @@ def print_table(layers: pd.DataFrame, stream=None) -> None:
         print(layers.loc[~skipped, cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=stream)
     for reason, count in layers.loc[skipped, "status"].value_counts().items():
         print(f"  {count} tensor(s) {reason}", file=stream)
+    if "htmp_status" in layers:                         # analysed layers whose HTMP columns are NaN or partial
+        htmp_status = layers.loc[~skipped, "htmp_status"].dropna().astype(str)
+        for reason, count in htmp_status[htmp_status.ne("ok")].value_counts().items():
+            print(f"  {count} layer(s) HTMP {reason}", file=stream)
 
 
 def run(args: argparse.Namespace) -> int:
