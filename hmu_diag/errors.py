@@ -21,3 +21,10 @@ class UnsafePickleError(CheckpointError):
 
 class OptionError(HmuDiagError):
     """An option has an invalid value."""
+
+
+def failed_status(error_type: str, message: str) -> str:
+    """The ``status`` text of a table row whose analysis raised: ``"failed: <Type>: <first line of the message>"``
+    (``"failed: <Type>"`` when the message is empty)."""
+    first = message.splitlines()[0] if message else ""
+    return f"failed: {error_type}: {first}" if first else f"failed: {error_type}"

@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from hmu_diag.errors import HmuDiagError
+from hmu_diag.errors import HmuDiagError, failed_status
 from hmu_diag.fits.htmp import fit as htmp_fit
 from hmu_diag.fits.mp import fit_mp
 from hmu_diag.fits.phase import UNDETERMINED, classify_phase
@@ -77,7 +77,7 @@ def htmp_metrics(evals, gamma: float, *, alpha: float = math.nan, seed: int = 0,
             mp = fit_mp(x, gamma, spikes=spikes, n_matrices=n_matrices)
             ht = htmp_fit(x, gamma, orientation, spikes=spikes, ci=ci, seed=seed, n_matrices=n_matrices, mp=mp)
     except (HmuDiagError, ValueError, TypeError, ArithmeticError) as exc:
-        return _empty(f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+        return _empty(failed_status(type(exc).__name__, str(exc)))
     row = _empty(_fit_status(ht))
     if mp.ok:
         row.update(mp_D=mp.D, mp_scale=mp.scale, mp_bulk_max=mp.bulk_max, mp_num_spikes=mp.num_spikes)

@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from .cache import ResultCache, result_key, source_fingerprint
-from .errors import OptionError
+from .errors import OptionError, failed_status
 from .executors import EXECUTORS, TaskFailure, run_tasks
 from .load import ModelRef, iter_tensors, list_models
 from .htmp_metrics import COLUMNS as HTMP_COLUMNS
@@ -126,7 +126,7 @@ def _analyze_task(task: tuple[str, LayerMatrix, AnalyzeOptions]) -> dict[str, An
 def failure_row(model: str, lm: LayerMatrix, failure: TaskFailure) -> dict[str, Any]:
     """The row of a layer whose analysis raised (or whose worker died): identity plus the reason."""
     row = layer_identity(model, lm)
-    row["status"] = f"failed: {failure.error_type}: {failure.message.splitlines()[0] if failure.message else ''}"
+    row["status"] = failed_status(failure.error_type, failure.message)
     return row
 
 

@@ -14,7 +14,8 @@ The real part (A - cos(pi delta) B)/sin(pi delta) cancels when delta is near an 
 an error estimate ``2 eps |A - cB| (|A| + |B|) / ((A - cB)^2 + sin^2 B^2)`` flags those points.  Within
 ``INT_GAP`` of an integer delta the function (analytic in delta) is interpolated (cubic Lagrange) from
 delta = n -+ INT_GAP, n -+ 2 INT_GAP, an O(INT_GAP^4) error.  The accuracy of each M value is estimated by comparing
-it with Kummer's transformation e^{-t} M(b - a, b, t).  Points that stay inaccurate are reported as not ok; callers use the ODE table or mpmath.
+it with Kummer's transformation e^{-t} M(b - a, b, t).  Points that stay inaccurate are reported as not ok; callers
+use the ODE table or mpmath.
 """
 from __future__ import annotations
 

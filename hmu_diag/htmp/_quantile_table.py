@@ -113,7 +113,11 @@ def _node_log_quantiles(gamma: float, kappa: float) -> np.ndarray:
     from hmu_diag.errors import HmuDiagError
     from hmu_diag.htmp import _table as ode_table
     from hmu_diag.htmp._kummer import FIT_MPMATH_LIMITS, mpmath_limits
-    from hmu_diag.htmp.density import cdf, params, sf
+    from hmu_diag.htmp.density import _cdf_sf_unit, params
+
+    def logit_cdf(x: np.ndarray) -> np.ndarray:         # log F - log(1 - F), both from one evaluation of the phase
+        f, q = _cdf_sf_unit(x, gamma, kappa)
+        return np.log(f) - np.log(q)
 
     out = np.full(LEVELS.size, np.nan)
     p = params(gamma, kappa)
@@ -123,7 +127,7 @@ def _node_log_quantiles(gamma: float, kappa: float) -> np.ndarray:
         with np.errstate(all="ignore"), mpmath_limits(*FIT_MPMATH_LIMITS):
             lo, hi = tau_lo - log_s, tau_hi - log_s
             coarse = np.linspace(lo, hi, _COARSE)
-            z = np.log(cdf(np.exp(coarse), gamma, kappa)) - np.log(sf(np.exp(coarse), gamma, kappa))
+            z = logit_cdf(np.exp(coarse))
             keep = np.isfinite(z) & np.concatenate([[True], np.diff(z) > 0])
             z, coarse = z[keep], coarse[keep]
             if not (z[0] < LEVELS[-1] + 1.0 and z[-1] > LEVELS[0] - 1.0):
@@ -132,8 +136,7 @@ def _node_log_quantiles(gamma: float, kappa: float) -> np.ndarray:
             # resolved even where the law spans hundreds of e-folds (square layers)
             targets = np.linspace(max(z[0], LEVELS[0] - 1.0), min(z[-1], LEVELS[-1] + 1.0), _DENSE)
             dense = np.unique(np.concatenate([np.interp(targets, z, coarse), coarse]))
-            x = np.exp(dense)
-            z = np.log(cdf(x, gamma, kappa)) - np.log(sf(x, gamma, kappa))
+            z = logit_cdf(np.exp(dense))
     except HmuDiagError:
         return out
     ok = np.isfinite(z)

@@ -13,9 +13,10 @@ The density and CDF of HTMP(gamma, kappa, scale 1) follow (research note htmp.md
     log rho(x) = log s - lnGamma(1 + a) - lnGamma(s) + (delta - 1) log t - t - 2 L(tau),
     F(x)       = (phi(tau) - phi(0)) / (pi a)                 (total phase change pi a = pi kappa / 2).
 
-The solve starts in the bulk (x = 1) from U and U' (connection formula, else mpmath) and runs backwards to the lower tail and
-forwards to the upper tail; in both directions the solution carries the dominant component, so the integration is
-stable for every delta (integer or not) and for parameters where scipy's hyp1f1 overflows.  The phase below the
+The solve starts in the bulk (x = 1) from U and U' (connection formula, else mpmath; at gamma = 1 below the bulk, from
+the logarithmic series) and runs backwards to the lower tail and forwards to the upper tail; in both directions the
+solution carries the dominant component, so the integration is stable for every delta (integer or not) and for
+parameters where scipy's hyp1f1 overflows.  The phase below the
 table is arcsin(pi B / R) with B = t^delta M(s, 1 + delta, -t) / (Gamma(a) Gamma(1 + delta)) = Im U / pi (first
 quarter turn).  The total phase pi a is checked against the integral.
 """

@@ -17,10 +17,11 @@ Cost (3·n_iter + 2)·2·N·M·b flops for the products + 2·N·(b(n_iter+1))² 
 of WᵀW by BLAS ``syrk``) + (4/3)·M³ for the exact Gram eigendecomposition — a speed-up of about
 M / (2b·(3·n_iter + 2)), so on a CPU it pays only when k ≪ M/40 (e.g. k ≤ 80 for M = 4096 at the default
 n_iter = 6); otherwise ``method="auto"`` computes the exact spectrum (``krylov_is_cheaper``).  Working set
-N·b·(n_iter+1) + M·b·(n_iter+1) numbers besides W (W is used in place when it already has ``dtype`` on ``device``).  Q is orthonormal, so every Ritz value is a lower bound,
-σ_i(Qᵀ A) ≤ σ_i(A) (Cauchy interlacing): approximate eigenvalues are never too large.  The error is smallest at the top
-and grows towards the k-th value, more slowly than for plain subspace iteration with the same number of products
-(Musco & Musco Thm. 1: gap-free error ~ 1/n_iter² instead of 1/n_iter).  Measured (float64, 4000 x 1000, k = 100,
+N·b·(n_iter+1) + M·b·(n_iter+1) numbers besides W (W is used in place when it already has ``dtype`` on ``device``).
+Q is orthonormal, so every Ritz value is a lower bound, σ_i(Qᵀ A) ≤ σ_i(A) (Cauchy interlacing): approximate
+eigenvalues are never too large.  The error is smallest at the top and grows towards the k-th value, more slowly
+than for plain subspace iteration with the same number of products (Musco & Musco Thm. 1: gap-free error ~ 1/n_iter²
+instead of 1/n_iter).  Measured (float64, 4000 x 1000, k = 100,
 n_iter = 5): Student-t(3) entries max relative error 4e-3 at the k-th eigenvalue and 2e-13 at the top; Gaussian
 (flat MP bulk, the hardest case) 4e-3 and 3e-5.  ``benchmarks/bench_approx.py``, 20000 x 4096 Student-t(3)/√N in
 float32, 1 thread on a loaded 2-core VM: exact float64 112 s, exact float32 44 s; top-32 / 64 / 128 in 15 / 23 / 50 s

@@ -56,11 +56,6 @@ class Spectrum:
     trace: float = float("nan")
 
     @property
-    def partial(self) -> bool:
-        """True when ``evals`` holds only the top of the ESD (bulk metrics and MP/HTMP fits are then unavailable)."""
-        return self.method != "exact"
-
-    @property
     def rank_loss(self) -> int:
         """Number of numerically-zero eigenvalues."""
         return int(np.count_nonzero(self.evals <= self.zero_tol))
