@@ -79,12 +79,23 @@ def layer_identity(model: str, lm: LayerMatrix) -> dict[str, Any]:
             "shape": "x".join(str(d) for d in lm.shape), "view": lm.view, "source": "weights"}
 
 
+def is_skipped(lm: LayerMatrix) -> bool:
+    """True for a walker record that has no matrix to analyse (its row is identity plus the skip reason)."""
+    return lm.skip_reason is not None or lm.matrices is None
+
+
+def skipped_row(model: str, lm: LayerMatrix) -> dict[str, Any]:
+    """The row of a skipped tensor: identity and ``status = "skipped: <reason>"``."""
+    row = layer_identity(model, lm)
+    row["status"] = f"skipped: {lm.skip_reason}"
+    return row
+
+
 def analyze_layer(model: str, lm: LayerMatrix, options: AnalyzeOptions) -> dict[str, Any]:
     """One row of the per-layer table: identity, status and (when analysable) every metric."""
+    if is_skipped(lm):
+        return skipped_row(model, lm)
     row = layer_identity(model, lm)
-    if lm.skip_reason is not None or lm.matrices is None:
-        row["status"] = f"skipped: {lm.skip_reason}"
-        return row
     spectrum = layer_spectrum(lm, options)
     row.update(esd_row(spectrum.evals, N=spectrum.N, M=spectrum.M, zero_tol=spectrum.zero_tol,
                        dtype=spectrum.dtype, n_matrices=spectrum.n_matrices, xmax=options.xmax,
@@ -135,7 +146,7 @@ def compute_spectra(source: Any, *, trust_pickle: bool = False, **options: Any) 
     opts = AnalyzeOptions(**options)
     return {(model, lm.layer): layer_spectrum(lm, opts)
             for model, lm in iter_layers(source, opts, trust_pickle=trust_pickle)
-            if lm.skip_reason is None and lm.matrices is not None}
+            if not is_skipped(lm)}
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -200,6 +211,9 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
 
     def tasks() -> Iterator[tuple[str, LayerMatrix, AnalyzeOptions]]:
         for ref, lm in iter_model_layers(source, options, trust_pickle=trust_pickle):
+            if is_skipped(lm):       # no work: its row is written here, not sent to an executor or the cache
+                rows.append(skipped_row(ref.name, lm))
+                continue
             key = None
             if cache is not None:
                 if ref.name not in fingerprints:

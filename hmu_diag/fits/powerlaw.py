@@ -237,7 +237,7 @@ def _build_scan(x: np.ndarray, *, method: str, estimator: str, lo: float, hi: fl
         t, c = lx, np.arange(n, dtype=np.float64)
         pos = np.arange(n - 1)
     else:
-        first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+        first = np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))
         t, c = lx[first], first.astype(np.float64)
         if first.size < 4:
             return f"fewer than 4 distinct values ({first.size}): powerlaw needs 2 x_min candidates"
@@ -246,14 +246,15 @@ def _build_scan(x: np.ndarray, *, method: str, estimator: str, lo: float, hi: fl
     k = (n - f0).astype(np.float64)
     t0 = t[pos]
     lam = S[f0] - k * (t0 - lx[0])           # sum over the tail of ln(x/x_min)
-    keep = np.ones(pos.size, dtype=bool)
-    if xmin_window is not None:
-        keep &= (x[f0] >= xmin_window[0]) & (x[f0] <= xmin_window[1])
-    if min_tail is not None:
-        keep &= k >= min_tail
-    if not keep.any():
-        return "no x_min candidate satisfies the x_min window / min_tail constraints"
-    pos, f0, k, t0, lam = pos[keep], f0[keep], k[keep], t0[keep], lam[keep]
+    if xmin_window is not None or min_tail is not None:
+        keep = np.ones(pos.size, dtype=bool)
+        if xmin_window is not None:
+            keep &= (x[f0] >= xmin_window[0]) & (x[f0] <= xmin_window[1])
+        if min_tail is not None:
+            keep &= k >= min_tail
+        if not keep.any():
+            return "no x_min candidate satisfies the x_min window / min_tail constraints"
+        pos, f0, k, t0, lam = pos[keep], f0[keep], k[keep], t0[keep], lam[keep]
     c0 = f0.astype(np.float64)
 
     scale = None
@@ -350,7 +351,7 @@ def _fixed_xmin_fit(x, xmin, xmax, lo, hi, estimator):
         sigma = float((alpha[0] - 1.0) / math.sqrt(k))
     if not valid[0]:
         return f"alpha={alpha[0]:.6g} at xmin={xmin:g} is outside alpha_range ({lo:g}, {hi:g})"
-    first = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+    first = np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))
     t, c = np.log(x[first]), first.astype(np.float64)
     p = int(np.searchsorted(t, t0, side="left"))
     D = ks_distances(t, c, float(n), np.array([p]), tt, np.array([float(c0)]), alpha - 1.0, scale)

@@ -21,6 +21,8 @@ gamma^j/(j+1) C(k, j) C(k-1, j) (Narayana polynomials).  Source: Marchenko & Pas
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.linalg import eigvalsh_tridiagonal
 
@@ -34,7 +36,7 @@ def mp_edges(gamma: float, scale: float = 1.0) -> tuple[float, float]:
     """Support edges ``(scale (1 - sqrt(gamma))^2, scale (1 + sqrt(gamma))^2)`` of MP(gamma, scale)."""
     g = check_gamma(gamma, "mp_edges")
     s = check_scale(scale, "mp_edges")
-    r = np.sqrt(g)
+    r = math.sqrt(g)
     return s * (1.0 - r) ** 2, s * (1.0 + r) ** 2
 
 
@@ -69,15 +71,24 @@ def _antiderivative(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return r + g1 - g2
 
 
+_TINY = float(np.finfo(float).tiny)
+
+
+def _clipped_antiderivative(xx: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, float, float]:
+    """(G at the points clipped to the support, G at its lower end, G at its upper end), in one evaluation.
+
+    The lower end is max(lambda_-, tiny) so that gamma = 1 (lambda_- = 0) stays finite."""
+    floor = max(lo, _TINY)
+    values = _antiderivative(np.concatenate(([floor, hi], np.clip(xx, floor, hi).ravel())), lo, hi)
+    return values[2:].reshape(xx.shape), float(values[0]), float(values[1])
+
+
 def mp_cdf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
     """MP cumulative distribution function (closed form, see the module docstring)."""
     xx = as_points(x, "mp_cdf")
     lo, hi = mp_edges(gamma, scale)
-    g, s = float(gamma), float(scale)
-    xc = np.clip(xx, max(lo, np.finfo(float).tiny), hi)
-    val = (_antiderivative(xc, lo, hi) - _antiderivative(np.array(max(lo, np.finfo(float).tiny)), lo, hi)) / (
-        2.0 * np.pi * g * s)
-    val = np.clip(val, 0.0, 1.0)
+    g_x, g_lo, _ = _clipped_antiderivative(xx, lo, hi)
+    val = np.clip((g_x - g_lo) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0, 1.0)
     return np.where(xx <= lo, 0.0, np.where(xx >= hi, 1.0, val))
 
 
@@ -85,10 +96,8 @@ def mp_sf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
     """MP survival function 1 - F (computed from the upper edge, so it keeps relative accuracy near l+)."""
     xx = as_points(x, "mp_sf")
     lo, hi = mp_edges(gamma, scale)
-    g, s = float(gamma), float(scale)
-    xc = np.clip(xx, max(lo, np.finfo(float).tiny), hi)
-    val = (_antiderivative(np.array(hi), lo, hi) - _antiderivative(xc, lo, hi)) / (2.0 * np.pi * g * s)
-    val = np.clip(val, 0.0, 1.0)
+    g_x, _, g_hi = _clipped_antiderivative(xx, lo, hi)
+    val = np.clip((g_hi - g_x) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0, 1.0)
     return np.where(xx <= lo, 1.0, np.where(xx >= hi, 0.0, val))
 
 
