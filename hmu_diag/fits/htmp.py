@@ -490,7 +490,7 @@ def _fit_orientation(y: np.ndarray, gamma: float, *, n_per: int, spikes: bool, a
             break
         bulk = y[:keep]                                   # the threshold may also move up and re-admit values
     n = bulk.size
-    ranks = np.unique(np.linspace(0, n - 1, min(n, _N_KS_POINTS)).round().astype(int))
+    ranks = np.linspace(0, n - 1, min(n, _N_KS_POINTS)).round().astype(np.intp)   # distinct: spacing >= 1
     edges, counts = bins(bulk)
     k_model = math.inf if hi >= KAPPA_MP_EQUIV else kappa
     try:

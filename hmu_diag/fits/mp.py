@@ -235,6 +235,7 @@ def fit_mp(evals, gamma: float, *, spikes: bool = True, alpha: float = 0.01, n_m
     bulk = x[:n_bulk]
     lo, hi = mp_edges(g, scale)
     edges, counts = bins(bulk, n_bins)
+    values = mp_cdf(np.concatenate([bulk, edges]), g, scale)      # one evaluation: the data, then the bin edges
     return MPFit(scale=scale, gamma=g, bulk_min=float(lo), bulk_max=float(hi), spike_threshold=threshold,
-                 num_spikes=n - n_bulk, D=ks_distance(mp_cdf(bulk, g, scale), n_bulk),
-                 loglik=binned_loglik(counts, mp_cdf(edges, g, scale)), n=n, n_dropped=n_dropped, iterations=it)
+                 num_spikes=n - n_bulk, D=ks_distance(values[:n_bulk], n_bulk),
+                 loglik=binned_loglik(counts, values[n_bulk:]), n=n, n_dropped=n_dropped, iterations=it)
