@@ -10,12 +10,14 @@ import warnings
 
 import numpy as np
 import pytest
+from numpy.polynomial import polynomial as P
 from scipy import integrate, special, stats
 
 from hmu_diag import htmp
 from hmu_diag.errors import OptionError
 from hmu_diag.fits.htmp import (
-    KAPPA_MP_EQUIV, HTMPFit, _ratio_mean, _ratio_sd, fit, kappa_moments, log_stat_moments, log_stat_mp)
+    KAPPA_MP_EQUIV, HTMPFit, _cubic_sum_rule, _ratio_mean, _ratio_sd, fit, kappa_moments, log_stat_moments,
+    log_stat_mp)
 from hmu_diag.htmp._accuracy import FIT_CDF_ATOL
 
 GAMMAS = (0.1, 0.33, 0.5, 0.9)
@@ -70,6 +72,44 @@ def test_second_moment_ratio_mean_and_sd_match_monte_carlo(gamma, kappa):
     assert _ratio_mean(kappa, gamma, n) == pytest.approx(r.mean(), rel=0.01)
     assert _ratio_sd(kappa, gamma, n) == pytest.approx(r.std(), rel=0.08)
     assert _ratio_mean(1e9, gamma, 10**6) == pytest.approx(1 + gamma, rel=1e-4)     # MP: Var = gamma scale^2
+
+
+def _ratio_sd_term_by_term(kappa, gamma, n):
+    """The delta-method sd of R summed over i = 0..n-1 term by term from the raw chi-square moments
+    m_r = k (k+2) ... (k+2r-2), neighbours by shifting arrays (X_n = Y_{-1} = 0): the O(n) reference."""
+    i = np.arange(n, dtype=np.float64)
+    kx, ky = kappa / gamma - kappa * i / n, kappa * (n - 1 - i) / n
+    m1x, m2x, m3x, m4x = kx, kx * (kx + 2), kx * (kx + 2) * (kx + 4), kx * (kx + 2) * (kx + 4) * (kx + 6)
+    m1y, m2y, m3y, m4y = ky, ky * (ky + 2), ky * (ky + 2) * (ky + 4), ky * (ky + 2) * (ky + 4) * (ky + 6)
+    vx, vy, cx, cy = 2 * kx, 2 * ky, m3x - m2x * m1x, m3y - m2y * m1y
+
+    def nxt(a):
+        return np.append(a[1:], 0.0)
+    nx1, nx2, nvx, ncx, my_prev = nxt(m1x), nxt(m2x), nxt(vx), nxt(cx), np.concatenate(([0.0], m1y[:-1]))
+    var_q = (np.sum(m4x - m2x**2) + np.sum(m4y - m2y**2)
+             + 4 * np.sum(m2y * m2x - m1y**2 * m1x**2) + 4 * np.sum(m2y * nx2 - m1y**2 * nx1**2)
+             + 2 * (2 * np.sum(m1y * cx) + 2 * np.sum(m1y * ncx) + 2 * np.sum(m1x * cy) + 2 * np.sum(nx1 * cy)
+                    + 4 * np.sum(m1x * nx1 * (m2y - m1y**2)) + 4 * np.sum(nxt(m1y) * m1y * nvx)))
+    cov_qs = np.sum(cx + 2 * (my_prev + m1y) * vx) + np.sum(cy + 2 * (m1x + nx1) * vy)
+    var_s, e_s = np.sum(vx) + np.sum(vy), np.sum(m1x) + np.sum(m1y)
+    e_q = np.sum(m2x) + np.sum(m2y) + 2 * np.sum(m1y * (m1x + nx1))
+    grad_q, grad_s = n / e_s**2, -2 * n * e_q / e_s**3
+    return math.sqrt(grad_q**2 * var_q + 2 * grad_q * grad_s * cov_qs + grad_s**2 * var_s)
+
+
+@pytest.mark.parametrize("n", [2, 4, 5, 16, 768, 100_000])
+def test_second_moment_sd_in_closed_form_equals_the_term_by_term_sum(n):
+    for gamma in (0.3, 0.96, 1.0):
+        for kappa in (1e-3, 0.5, 2.0, 200.0, 1e5):
+            assert _ratio_sd(kappa, gamma, n) == pytest.approx(_ratio_sd_term_by_term(kappa, gamma, n), rel=1e-8)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 7, 100, 10**6])
+def test_cubic_sum_rule_sums_every_cubic_exactly(n):
+    nodes, weights = _cubic_sum_rule(n)
+    i = np.arange(n, dtype=np.float64)
+    for coef in np.random.default_rng(n).standard_normal((5, 4)):
+        assert weights @ P.polyval(nodes, coef) == pytest.approx(P.polyval(i, coef).sum(), rel=1e-10, abs=1e-9)
 
 
 def _recovery(grid, reps, n):

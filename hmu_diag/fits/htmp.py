@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.polynomial import polynomial as P
 from scipy import optimize, special
 
 from hmu_diag.errors import HmuDiagError, OptionError
@@ -331,30 +332,58 @@ def _ratio_mean(kappa, gamma: float, n: int) -> np.ndarray:
     return n * e_tr2 / (n * kappa / gamma) ** 2
 
 
+@functools.lru_cache(maxsize=256)
+def _cubic_sum_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes t and weights w with sum_{i=0}^{n-1} p(i) = w . p(t) exactly for every polynomial p of degree <= 3.
+
+    Nodes i = 0, (n-1)/3, 2(n-1)/3, n-1 (all n points when n <= 4).  The weights are the sums over i of the Lagrange
+    basis polynomials, taken in u = i/(n-1) with the power sums sum u^p = S_p/(n-1)^p (S_p = sum_{i<n} i^p), where
+    every coefficient is O(1): no cancellation.  For large n they tend to n (1/8, 3/8, 3/8, 1/8) (Simpson's 3/8 rule),
+    all positive, so the rule adds no rounding beyond that of the summands.
+    """
+    if n <= 4:
+        return np.arange(n, dtype=np.float64), np.ones(n)
+    m = n - 1.0
+    power_sums = np.array([n, m * n / 2.0, m * n * (2.0 * m + 1.0) / 6.0, (m * n / 2.0) ** 2]) / m ** np.arange(4)
+    u = np.array([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0])
+    weights = np.empty(4)
+    for j in range(4):
+        others = np.delete(u, j)
+        basis = P.polyfromroots(others) / np.prod(u[j] - others)        # coefficients of L_j(u), ascending
+        weights[j] = basis @ power_sums
+    return u * m, weights
+
+
 def _ratio_sd(kappa: float, gamma: float, n: int) -> float:
     """sd of R = n Q/S^2 (Q = tr T^2, S = tr T) by the delta method with the exact Var Q, Cov(Q, S), Var S.
 
-    Q = sum X_i^2 + sum Y_j^2 + 2 sum_j Y_j (X_j + X_{j+1}) in independent chi-squares (moments
-    m_r = k (k+2) ... (k + 2r - 2)); the covariances of its terms are nonzero only for terms sharing a variable.
+    Q = sum X_i^2 + sum Y_i^2 + 2 sum_i Y_i (X_i + X_{i+1}) in independent X_i ~ chi2(kx_i), Y_i ~ chi2(ky_i)
+    (kx_i = kappa/gamma - kappa i/n, ky_i = kappa (n-1-i)/n, i = 0..n-1); the covariances of its terms are nonzero
+    only for terms sharing a variable, and use Var X = 2k, Cov(X^2, X) = 4k(k+2), Var X^2 = 8k(k+2)(k+3),
+    Var(XY) = 2 k_x k_y (k_x + k_y + 2).  Every summand is a cubic in i (X_{i+1}, Y_{i+1}, Y_{i-1} are the same
+    linear functions at i +- 1; the terms with X_{i+1} or Y_{i+1} carry a factor vanishing at i = n-1, since
+    ky_{n-1} = 0, and the one term with Y_{-1} = 0 is corrected for), so each sum over i is exact from four points
+    (:func:`_cubic_sum_rule`): O(1) instead of O(n).
     """
-    i = np.arange(n, dtype=np.float64)
-    kx = kappa / gamma - kappa * i / n
-    ky = kappa * (n - 1 - i) / n                          # ky[n-1] = 0: a zero variable
-    m1x, m2x, m3x, m4x = kx, kx * (kx + 2), kx * (kx + 2) * (kx + 4), kx * (kx + 2) * (kx + 4) * (kx + 6)
-    m1y, m2y, m3y, m4y = ky, ky * (ky + 2), ky * (ky + 2) * (ky + 4), ky * (ky + 2) * (ky + 4) * (ky + 6)
-    vx, vy = 2 * kx, 2 * ky
-    cx, cy = m3x - m2x * m1x, m3y - m2y * m1y             # Cov(X^2, X), Cov(Y^2, Y)
-    nx1 = np.append(m1x[1:], 0.0)                         # E X_{j+1}
-    nx2, nvx, ncx = np.append(m2x[1:], 0.0), np.append(vx[1:], 0.0), np.append(cx[1:], 0.0)
-    my_prev = np.concatenate(([0.0], m1y[:-1]))           # E Y_{i-1}
-    var_q = (np.sum(m4x - m2x**2) + np.sum(m4y - m2y**2)
-             + 4 * np.sum(m2y * m2x - m1y**2 * m1x**2) + 4 * np.sum(m2y * nx2 - m1y**2 * nx1**2)
-             + 2 * (2 * np.sum(m1y * cx) + 2 * np.sum(m1y * ncx) + 2 * np.sum(m1x * cy) + 2 * np.sum(nx1 * cy)
-                    + 4 * np.sum(m1x * nx1 * (m2y - m1y**2)) + 4 * np.sum(np.append(m1y[1:], 0.0) * m1y * nvx)))
-    cov_qs = np.sum(cx + 2 * (my_prev + m1y) * vx) + np.sum(cy + 2 * (m1x + nx1) * vy)
-    var_s = np.sum(vx) + np.sum(vy)
-    e_s = np.sum(m1x) + np.sum(m1y)
-    e_q = np.sum(m2x) + np.sum(m2y) + 2 * np.sum(m1y * (m1x + nx1))
+    nodes, weights = _cubic_sum_rule(n)
+    step = kappa / n
+    var_q = cov_qs = var_s = e_s = e_q = 0.0
+    for i, w in zip(nodes.tolist(), weights.tolist()):    # four points: plain floats (numpy's per-call cost dominates)
+        kx = kappa / gamma - step * i
+        kx1 = kx - step                                   # X_{i+1}
+        ky = step * (n - 1 - i)                           # Y_i; ky_{n-1} = 0 (a zero variable)
+        ky_next, ky_prev = ky - step, ky + step           # Y_{i+1}, Y_{i-1} (continued to i = 0; corrected below)
+        var_x, var_y = 2.0 * kx, 2.0 * ky
+        cov_x, cov_x1, cov_y = 4.0 * kx * (kx + 2.0), 4.0 * kx1 * (kx1 + 2.0), 4.0 * ky * (ky + 2.0)
+        var_q += w * (8.0 * kx * (kx + 2.0) * (kx + 3.0) + 8.0 * ky * (ky + 2.0) * (ky + 3.0)
+                      + 8.0 * ky * kx * (ky + kx + 2.0) + 8.0 * ky * kx1 * (ky + kx1 + 2.0)
+                      + 2.0 * (2.0 * ky * (cov_x + cov_x1) + 2.0 * (kx + kx1) * cov_y + 4.0 * kx * kx1 * var_y
+                               + 8.0 * ky_next * ky * kx1))
+        cov_qs += w * (cov_x + 2.0 * (ky_prev + ky) * var_x + cov_y + 2.0 * (kx + kx1) * var_y)
+        var_s += w * (var_x + var_y)
+        e_s += w * (kx + ky)
+        e_q += w * (kx * (kx + 2.0) + ky * (ky + 2.0) + 2.0 * ky * (kx + kx1))
+    cov_qs -= 2.0 * kappa * (2.0 * kappa / gamma)         # Y_{-1} = 0, not the continuation's kappa: 2 Y_{-1} Var X_0
     grad_q, grad_s = n / e_s**2, -2 * n * e_q / e_s**3
     return float(math.sqrt(max(grad_q**2 * var_q + 2 * grad_q * grad_s * cov_qs + grad_s**2 * var_s, 0.0)))
 
