@@ -23,7 +23,7 @@ gives kappa = inf.  For gamma > 0.95 the lower tail (density ~ lambda^(delta-1),
 depend on eigenvalues below floating-point resolution, so the second-moment statistic ``R = mean(lambda^2)/mean^2``
 is used instead, with ``E_n[R] = n E[tr T^2]/E[tr T]^2 = c0 + c1/kappa`` in closed form (-> 1 + gamma + 2 gamma/kappa;
 so kappa = c1/(R - c0) needs no root search) and its standard deviation by the delta method with the exact
-covariances of tr T and tr T^2 (O(n), no eigenvalues).
+covariances of tr T and tr T^2 (closed form, O(1); no eigenvalues).
 
 ``"ml"`` / ``"ks"``.  Refinements that start from the moment estimate and minimise, over log kappa (scale kept at
 the mean), the negative log-likelihood of the bulk under the limiting density ``hmu_diag.htmp.logpdf`` (``"ml"``)
