@@ -33,25 +33,28 @@ _INCUMBENTS = 4
 
 def _rows(t: np.ndarray, c: np.ndarray, n: float, cols: np.ndarray, t0: np.ndarray, c0: np.ndarray,
           b: np.ndarray, scale: np.ndarray | None, argmax: bool = False):
-    """max_m |F - E| over the given column indices; ``cols`` is (rows, m) or (1, m) shared by all rows.
+    """max_m |F - E| for each candidate ("row") over the given column indices.
 
-    With ``argmax=True`` also returns the column index (into ``t``) where each row's maximum sits.
+    ``cols`` is (m, rows) or (m, 1) shared by all rows: one candidate per column of the array, in C order, because
+    numpy reduces across the rows of a 2-D array ~7x faster than along short rows (max and argmax are exact, so
+    the layout does not change the result).  With ``argmax=True`` also returns the column index (into ``t``) where
+    each row's maximum sits.
     """
-    dt = t[cols] - t0[:, None]
+    dt = t[cols] - t0
     np.maximum(dt, 0.0, out=dt)
-    dt *= -b[:, None]
+    dt *= -b
     F = np.expm1(dt, out=dt)
-    F *= -1.0 if scale is None else -scale[:, None]
-    E = c[cols] - c0[:, None]
+    F *= -1.0 if scale is None else -scale
+    E = c[cols] - c0
     np.maximum(E, 0.0, out=E)
-    E /= (n - c0)[:, None]
+    E /= n - c0
     F -= E
     np.abs(F, out=F)
     if not argmax:
-        return F.max(axis=1)
-    j = F.argmax(axis=1)
-    rows = np.arange(F.shape[0])
-    return F[rows, j], np.broadcast_to(cols, F.shape)[rows, j]
+        return F.max(axis=0)
+    j = F.argmax(axis=0)
+    rows = np.arange(F.shape[1])
+    return F[j, rows], np.broadcast_to(cols, F.shape)[j, rows]
 
 
 def ks_distances(t: np.ndarray, c: np.ndarray, n: float, pos: np.ndarray, t0: np.ndarray, c0: np.ndarray,
@@ -66,7 +69,7 @@ def ks_distances(t: np.ndarray, c: np.ndarray, n: float, pos: np.ndarray, t0: np
         p0 = pos[order[i]]
         rows = max(1, _BLOCK // max(U - p0, 1))
         sel = order[i:i + rows]
-        cols = np.arange(p0, U)[None, :]
+        cols = np.arange(p0, U)[:, None]
         res = _rows(t, c, n, cols, t0[sel], c0[sel], b[sel], None if scale is None else scale[sel], argmax)
         if argmax:
             out[sel], where[sel] = res
@@ -87,9 +90,9 @@ def _lower_bounds(t, c, n, pos, t0, c0, b, scale, G, hot):
     step = max(1, _BLOCK // (G + hot.size))
     for i in range(0, pos.size, step):
         p = pos[i:i + step]
-        cols = p[:, None] + np.rint(frac[None, :] * (last - p)[:, None]).astype(np.intp)
+        cols = np.rint(frac[:, None] * (last - p)).astype(np.intp) + p            # (G, rows): see _rows
         if hot.size:
-            cols = np.concatenate([cols, np.maximum(hot[None, :], p[:, None])], axis=1)
+            cols = np.concatenate([cols, np.maximum(hot[:, None], p)], axis=0)
         out[i:i + step] = _rows(t, c, n, cols, t0[i:i + step], c0[i:i + step], b[i:i + step],
                                 None if scale is None else scale[i:i + step])
     return out
