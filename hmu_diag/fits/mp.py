@@ -107,6 +107,7 @@ def check_gamma(gamma, where: str) -> float:
     return g
 
 
+@functools.lru_cache(maxsize=64)
 def tw1_quantile(level: float) -> float:
     """Quantile of the Tracy-Widom law for the real case (TW1), Chiani's shifted-Gamma approximation.
 
@@ -158,9 +159,9 @@ def binned_loglik(counts: np.ndarray, cdf_at_edges: np.ndarray) -> float:
 
     -inf when a bin holding data has zero model mass.  Used for MP and HTMP alike (:func:`bins`).
     """
-    probs = np.diff(np.concatenate(([0.0], np.clip(cdf_at_edges, 0.0, 1.0), [1.0])))
+    probs = np.diff(np.concatenate(([0.0], np.minimum(np.maximum(cdf_at_edges, 0.0), 1.0), [1.0])))
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(counts > 0, counts * np.log(np.clip(probs, 0.0, None)), 0.0)
+        terms = np.where(counts > 0, counts * np.log(np.maximum(probs, 0.0)), 0.0)
     return float(np.sum(terms))
 
 
@@ -217,7 +218,8 @@ def fit_mp(evals, gamma: float, *, spikes: bool = True, alpha: float = 0.01, n_m
         return _failed(g, "all eigenvalues equal", n, n_dropped)
     m_per = max(int(round((n + n_dropped) / max(int(n_matrices), 1))), 1)
     table = _mp_unit_quantile_table(g)
-    scale = float(np.median(x) / np.interp(0.5, *table))
+    median = 0.5 * (x[(n - 1) // 2] + x[n // 2])                 # x is sorted
+    scale = float(median / np.interp(0.5, *table))
     n_bulk, threshold, it = n, math.inf, 0
     edge_per_scale = tw_threshold(1.0, g, m_per, alpha=alpha, n_matrices=n_matrices) if spikes else math.inf
     for it in range(1, max_iter + 1):

@@ -61,7 +61,7 @@ def _antiderivative(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """G(x) with the arcsines written as arctan2(y, sqrt(1 - y^2)) (1 - y^2 in factored form), which keeps full
     precision at the edges where arcsin(+-1 -+ eps) would lose half the digits."""
     m = 0.5 * (lo + hi)
-    r = np.sqrt(np.clip((hi - x) * (x - lo), 0.0, None))
+    r = np.sqrt(np.maximum((hi - x) * (x - lo), 0.0))
     g1 = m * np.arctan2(x - m, r)
     if lo > 0.0:
         root = np.sqrt(lo * hi)
@@ -79,7 +79,7 @@ def _clipped_antiderivative(xx: np.ndarray, lo: float, hi: float) -> tuple[np.nd
 
     The lower end is max(lambda_-, tiny) so that gamma = 1 (lambda_- = 0) stays finite."""
     floor = max(lo, _TINY)
-    values = _antiderivative(np.concatenate(([floor, hi], np.clip(xx, floor, hi).ravel())), lo, hi)
+    values = _antiderivative(np.concatenate(([floor, hi], np.minimum(np.maximum(xx, floor), hi).ravel())), lo, hi)
     return values[2:].reshape(xx.shape), float(values[0]), float(values[1])
 
 
@@ -88,7 +88,7 @@ def mp_cdf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
     xx = as_points(x, "mp_cdf")
     lo, hi = mp_edges(gamma, scale)
     g_x, g_lo, _ = _clipped_antiderivative(xx, lo, hi)
-    val = np.clip((g_x - g_lo) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0, 1.0)
+    val = np.minimum(np.maximum((g_x - g_lo) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0), 1.0)
     return np.where(xx <= lo, 0.0, np.where(xx >= hi, 1.0, val))
 
 
@@ -97,7 +97,7 @@ def mp_sf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
     xx = as_points(x, "mp_sf")
     lo, hi = mp_edges(gamma, scale)
     g_x, _, g_hi = _clipped_antiderivative(xx, lo, hi)
-    val = np.clip((g_hi - g_x) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0, 1.0)
+    val = np.minimum(np.maximum((g_hi - g_x) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0), 1.0)
     return np.where(xx <= lo, 1.0, np.where(xx >= hi, 0.0, val))
 
 
