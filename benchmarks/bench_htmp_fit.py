@@ -7,7 +7,9 @@ For 768 x 3072 (gamma = 0.25) and 768 x 768 (gamma = 1) float64 matrices with a 
 * ``fit_mp``, ``fit(direct)``, ``fit(auto)`` (both orientations, the default of ``htmp_metrics``),
 * ``htmp_metrics`` (all columns: both fits, the power-law fit of 1/lambda and the phase),
 
-and each as a ratio of the eigvalsh time (steps interleaved, medians of ``repeats`` rounds).
+and each as a ratio of the eigvalsh time (steps interleaved, medians of ``repeats`` rounds).  Then a size sweep
+(m x 4m, kappa 1.9, m = 32 .. 2048): all HTMP + MP columns against hmu-diag's whole spectrum step of the layer (Gram
+product included), which shows the layer size above which they stay within 10% of it.
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_htmp_fit.py``.
 """
 from __future__ import annotations
@@ -74,5 +76,26 @@ def main(repeats: int = 7) -> None:
                   f"phase={htmp_metrics(ev, g, alpha=3.0)['phase']}")
 
 
+
+def size_sweep(repeats: int = 7) -> None:
+    """The HTMP + MP columns' cost against the layer's whole spectrum step (hmu-diag's Gram + eigensolver) as the
+    layer grows: where the 10% budget holds.  HTMP(kappa = 1.9) layers of shape m x 4m; every step interleaved."""
+    import torch
+
+    from hmu_diag.spectra.weights import weight_spectrum
+    rng = np.random.default_rng(1)
+    print(f"\n{'m x 4m (kappa 1.9)':<22}{'spectrum ms':>12}{'HTMP+MP ms':>12}{'ratio':>8}")
+    for m in (32, 64, 128, 256, 512, 768, 1024, 2048):
+        w = torch.from_numpy(_layer("htmp1.9", m, 4 * m, rng))
+        spec = weight_spectrum(w)
+        ev = spec.nonzero
+        htmp_metrics(ev, 0.25, alpha=3.0)                               # warm the per-shape caches once
+        times = _median_times({"spectrum": lambda: weight_spectrum(w),
+                               "htmp": lambda: htmp_metrics(ev, 0.25, alpha=3.0)}, repeats)
+        print(f"{f'{m} x {4 * m}':<22}{times['spectrum'] * 1e3:12.2f}{times['htmp'] * 1e3:12.2f}"
+              f"{times['htmp'] / times['spectrum']:8.2f}")
+
+
 if __name__ == "__main__":
     main()
+    size_sweep()
