@@ -78,12 +78,14 @@ from numpy.polynomial import polynomial as P
 from scipy import optimize, special
 
 from hmu_diag.errors import HmuDiagError, OptionError
-from hmu_diag.fits.mp import MPFit, binned_loglik, bins, check_gamma, clean_evals, fit_mp, ks_distance, tw_threshold
+from hmu_diag.fits._result import FitStatus
+from hmu_diag.fits.mp import MPFit, binned_loglik, bins, clean_evals, fit_mp, ks_distance, tw_threshold
 from hmu_diag.htmp import cdf as htmp_cdf
 from hmu_diag.htmp import logpdf as htmp_logpdf
 from hmu_diag.htmp import sample as htmp_sample
 from hmu_diag.htmp import sf as htmp_sf
 from hmu_diag.htmp._accuracy import fit_mode
+from hmu_diag.htmp._checks import check_gamma
 from hmu_diag.htmp.mp import mp_cdf
 
 __all__ = ["HTMPFit", "fit", "kappa_moments", "log_stat_moments", "log_stat_mp", "KAPPA_MP_EQUIV"]
@@ -100,7 +102,7 @@ Orientation = Literal["direct", "inverse", "auto"]
 
 
 @dataclass(frozen=True)
-class HTMPFit:
+class HTMPFit(FitStatus):
     """Result of :func:`fit`.  ``status`` is "ok" or "failed: <why>" (numbers nan, orientation "").
 
     kappa          eigenvalue repulsion; ``inf`` when indistinguishable from MP (module docstring)
@@ -138,13 +140,9 @@ class HTMPFit:
     method: str = "moments"
     status: str = "ok"
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
     def __repr__(self) -> str:
         if not self.ok:
-            return f"HTMPFit(status={self.status!r}, n={self.n}, n_dropped={self.n_dropped})"
+            return self.failed_repr()
         return (f"HTMPFit(kappa={self.kappa:.4g} [{self.kappa_lo:.3g}, {self.kappa_hi:.3g}], scale={self.scale:.4g}, "
                 f"orientation={self.orientation!r}, delta={self.delta:.4g}, D={self.D:.3g} (MP {self.mp_D:.3g}), "
                 f"n_spikes={self.n_spikes}, n={self.n})")

@@ -30,21 +30,24 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+
 import numpy as np
 from scipy import special
 
 from hmu_diag.errors import OptionError
+from hmu_diag.fits._result import FitStatus
+from hmu_diag.htmp._checks import check_gamma
 from hmu_diag.htmp.mp import mp_cdf, mp_edges
 
 __all__ = ["MPFit", "fit_mp", "tw1_quantile", "tw_threshold", "ks_distance", "bins", "binned_loglik",
-           "clean_evals", "check_gamma"]
+           "clean_evals"]
 
 _CHIANI_K, _CHIANI_THETA, _CHIANI_SHIFT = 46.446, 0.186054, 9.84801
 _QGRID = 1025          # points of the tabulated MP(gamma, 1) CDF used to invert it
 
 
 @dataclass(frozen=True)
-class MPFit:
+class MPFit(FitStatus):
     """Result of :func:`fit_mp` (units: those of the eigenvalues passed in).
 
     scale            fitted sigma^2 = mean of the MP bulk law
@@ -71,13 +74,9 @@ class MPFit:
     iterations: int = 0
     status: str = "ok"
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
     def __repr__(self) -> str:
         if not self.ok:
-            return f"MPFit(status={self.status!r}, n={self.n}, n_dropped={self.n_dropped})"
+            return self.failed_repr()
         return (f"MPFit(scale={self.scale:.4g}, gamma={self.gamma:.4g}, "
                 f"bulk=[{self.bulk_min:.4g}, {self.bulk_max:.4g}], num_spikes={self.num_spikes}, "
                 f"spike_threshold={self.spike_threshold:.4g}, D={self.D:.3g}, n={self.n})")
@@ -94,17 +93,6 @@ def clean_evals(evals, where: str) -> tuple[np.ndarray, int]:
         raise OptionError(f"{where}: evals must be an array of real numbers, got {type(evals).__name__}") from None
     keep = np.isfinite(x) & (x > 0)
     return np.sort(x[keep]), int(x.size - keep.sum())
-
-
-def check_gamma(gamma, where: str) -> float:
-    """gamma must be a number in (0, 1] (smaller over larger dimension)."""
-    try:
-        g = float(gamma)
-    except (TypeError, ValueError):
-        raise OptionError(f"{where}: gamma must be a number in (0, 1], got {gamma!r}") from None
-    if not 0.0 < g <= 1.0:
-        raise OptionError(f"{where}: gamma must be in (0, 1] (min/max matrix dimension), got {gamma!r}")
-    return g
 
 
 @functools.lru_cache(maxsize=64)

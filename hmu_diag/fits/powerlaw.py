@@ -44,6 +44,7 @@ from hmu_diag.errors import OptionError
 from hmu_diag.fits._compare import ALTERNATIVES, LikelihoodRatio, compare_tail
 from hmu_diag.fits._ks_scan import ks_argmin, ks_distances
 from hmu_diag.fits._nelder_mead import nelder_mead_1d
+from hmu_diag.fits._result import FitStatus
 from hmu_diag.fits._truncated import truncated_mle, truncated_stderr
 
 __all__ = [
@@ -62,7 +63,7 @@ _REPLAY_ALL = False                  # tests: replay scipy's Nelder-Mead instead
 
 
 @dataclass(frozen=True)
-class PowerLawFit:
+class PowerLawFit(FitStatus):
     """Result of :func:`fit_power_law`.  Failed fits have ``status="failed: <why>"`` and nan numbers.
 
     alpha      fitted exponent of the density p(x) ~ x^-alpha (after ``fix_fingers``)
@@ -96,13 +97,9 @@ class PowerLawFit:
     method: str = "powerlaw"
     fix_fingers: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
     def __repr__(self) -> str:
         if not self.ok:
-            return f"PowerLawFit(status={self.status!r}, n={self.n}, n_dropped={self.n_dropped})"
+            return self.failed_repr()
         extra = f", num_fingers={self.num_fingers}, raw_alpha={self.raw_alpha:.4g}" if self.num_fingers else ""
         p = "" if math.isnan(self.p_value) else f", p_value={self.p_value:.3g}"
         return (f"PowerLawFit(alpha={self.alpha:.4g}, xmin={self.xmin:.4g}, xmax={self.xmax:.4g}, D={self.D:.4g}, "

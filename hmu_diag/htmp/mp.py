@@ -74,31 +74,29 @@ def _antiderivative(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 _TINY = float(np.finfo(float).tiny)
 
 
-def _clipped_antiderivative(xx: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, float, float]:
-    """(G at the points clipped to the support, G at its lower end, G at its upper end), in one evaluation.
-
-    The lower end is max(lambda_-, tiny) so that gamma = 1 (lambda_- = 0) stays finite."""
+def _probability(x, gamma: float, scale: float, where: str, upper: bool) -> np.ndarray:
+    """F(x) (``upper=False``) or 1 - F(x) (``upper=True``) from one evaluation of the antiderivative G at the points
+    clipped to the support and at both ends: F = (G(x) - G(l-))/(2 pi gamma scale), 1 - F = (G(l+) - G(x))/(...).
+    The lower end is max(l-, tiny) so that gamma = 1 (l- = 0) stays finite."""
+    xx = as_points(x, where)
+    lo, hi = mp_edges(gamma, scale)
     floor = max(lo, _TINY)
-    values = _antiderivative(np.concatenate(([floor, hi], np.minimum(np.maximum(xx, floor), hi).ravel())), lo, hi)
-    return values[2:].reshape(xx.shape), float(values[0]), float(values[1])
+    g = _antiderivative(np.concatenate(([floor, hi], np.minimum(np.maximum(xx, floor), hi).ravel())), lo, hi)
+    g_x = g[2:].reshape(xx.shape)
+    mass = g[1] - g_x if upper else g_x - g[0]
+    val = np.minimum(np.maximum(mass / (2.0 * np.pi * float(gamma) * float(scale)), 0.0), 1.0)
+    below, above = (1.0, 0.0) if upper else (0.0, 1.0)
+    return np.where(xx <= lo, below, np.where(xx >= hi, above, val))
 
 
 def mp_cdf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
     """MP cumulative distribution function (closed form, see the module docstring)."""
-    xx = as_points(x, "mp_cdf")
-    lo, hi = mp_edges(gamma, scale)
-    g_x, g_lo, _ = _clipped_antiderivative(xx, lo, hi)
-    val = np.minimum(np.maximum((g_x - g_lo) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0), 1.0)
-    return np.where(xx <= lo, 0.0, np.where(xx >= hi, 1.0, val))
+    return _probability(x, gamma, scale, "mp_cdf", upper=False)
 
 
 def mp_sf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
     """MP survival function 1 - F (computed from the upper edge, so it keeps relative accuracy near l+)."""
-    xx = as_points(x, "mp_sf")
-    lo, hi = mp_edges(gamma, scale)
-    g_x, _, g_hi = _clipped_antiderivative(xx, lo, hi)
-    val = np.minimum(np.maximum((g_hi - g_x) / (2.0 * np.pi * float(gamma) * float(scale)), 0.0), 1.0)
-    return np.where(xx <= lo, 1.0, np.where(xx >= hi, 0.0, val))
+    return _probability(x, gamma, scale, "mp_sf", upper=True)
 
 
 def mp_moment(k: int, gamma: float, scale: float = 1.0) -> float:
