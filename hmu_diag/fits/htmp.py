@@ -352,6 +352,16 @@ def _cubic_sum_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
     return u * m, weights
 
 
+@functools.lru_cache(maxsize=1024)
+def _ratio_mean_coefficients(gamma: float, n: int) -> tuple[float, float]:
+    """(c0, c1) with E_n[R] = c0 + c1/kappa exactly (E tr T^2 is quadratic in kappa without a constant term and
+    E tr T linear): two evaluations of :func:`_ratio_mean` give them, and every band then inverts in closed form.
+    Cached: the spike rounds of both orientations of a layer share them."""
+    m_one, m_two = (float(v) for v in _ratio_mean(np.array([1.0, 2.0]), gamma, n))
+    c1 = 2.0 * (m_one - m_two)
+    return m_one - c1, c1
+
+
 def _ratio_sd(kappa: float, gamma: float, n: int) -> float:
     """sd of R = n Q/S^2 (Q = tr T^2, S = tr T) by the delta method with the exact Var Q, Cov(Q, S), Var S.
 
@@ -408,11 +418,7 @@ def kappa_moments(x, gamma: float, *, level: float = 0.95) -> tuple[float, float
         kappa, lo, hi = _roots_decreasing(_log_stat_table(gamma, n), stat, z)
         return kappa, lo, hi, "log-moment"
     stat = float(np.mean(x**2)) / m1**2
-    # E tr T^2 is quadratic in kappa without a constant term and E tr T linear, so E_n[R] = c0 + c1/kappa exactly:
-    # two evaluations give c0, c1 and every band inverts in closed form
-    m_one, m_two = (float(v) for v in _ratio_mean(np.array([1.0, 2.0]), gamma, n))
-    c1 = 2.0 * (m_one - m_two)
-    c0 = m_one - c1
+    c0, c1 = _ratio_mean_coefficients(gamma, n)
 
     def solve(target: float) -> float:
         excess = target - c0
