@@ -169,9 +169,10 @@ def _polygamma(m: int, x):
     ``_ZETA_MAX_SIZE`` points go to ``scipy.special.zeta`` directly (one call; agrees to ~2e-12 relative)."""
     if m == 0:
         return special.digamma(x)
-    y = np.array(x, dtype=np.float64)             # a copy: shifted in place
-    if y.size <= _ZETA_MAX_SIZE:                  # psi^(m)(x) = (-1)^(m+1) m! zeta(m+1, x): fewer calls
-        return (-1.0) ** (m + 1) * math.factorial(m) * special.zeta(m + 1.0, y)
+    x = np.asarray(x, dtype=np.float64)
+    if x.size <= _ZETA_MAX_SIZE:                  # psi^(m)(x) = (-1)^(m+1) m! zeta(m+1, x): fewer calls
+        return (-1.0) ** (m + 1) * math.factorial(m) * special.zeta(m + 1.0, x)
+    y = x.copy()                                  # shifted in place
     acc = np.zeros_like(y)
     for _ in range(6):
         r = np.reciprocal(y)
@@ -257,9 +258,10 @@ def _log_stat_table(gamma: float, n: int) -> tuple[np.ndarray, np.ndarray, list[
 
 def _roots_decreasing(table: tuple[np.ndarray, np.ndarray, list[float], list[float]], stat: float,
                       z: float) -> list[float]:
-    """Roots kappa of the decreasing functions g_n - stat, g_n - z sd_n - stat and g_n + z sd_n - stat (the point
-    estimate and the two ends of the score band), from their values on ``exp(_U_GRID)`` (``table`` of
-    :func:`_log_stat_table`, tabulated once per layer shape).
+    """Roots kappa of g_n - stat, g_n - z sd_n - stat and g_n + z sd_n - stat (the point estimate and the two ends of
+    the score band), from their values on ``exp(_U_GRID)`` (``table`` of :func:`_log_stat_table`, tabulated once per
+    layer shape).  Each root is the first crossing on the grid: g_n and g_n + z sd_n decrease, while g_n - z sd_n
+    rises again slightly towards its MP limit at large kappa, which matters only when kappa itself is inf.
 
     The grid brackets each root to 1/12 decade; inside the bracket the function is the cubic through the four nearest
     grid values (Newton form in r = (u - u_first)/h, u = log kappa; error ~ 0.023 h^4 |f^(4)|), whose root four
