@@ -63,6 +63,19 @@ def test_htmp_phases_of_fig2(kappa, phase):
     assert _phase(ev) == phase
 
 
+@pytest.mark.parametrize("kappa,phase,tiny", [(0.05, "heavy-tailed", (0.0, 0.05)), (1e-3, "rank-collapse", (0.5, 1.0))])
+def test_rank_collapse_needs_a_small_gamma_shape_delta(kappa, phase, tiny):
+    # kappa -> 0 is rank collapse because the law tends to i.i.d. Gamma(shape delta), delta = kappa (1-gamma)/(2 gamma)
+    # -> 0.  In a wide layer (gamma = 0.04, e.g. a depthwise conv) kappa = 0.05 still leaves delta = 0.6: no pile-up
+    # at zero (about 1% of the eigenvalues below 1e-3 of the mean, against 86% at kappa = 1e-3), a heavy-tailed, not
+    # a collapsed, spectrum - although the fit is sure that kappa < 0.1 in both cases
+    gamma = 0.04
+    ev = htmp.sample(1000, gamma, kappa, 1.0, rng=7)
+    assert fit(ev, gamma).kappa_hi < 0.1
+    assert tiny[0] <= np.mean(ev < 1e-3 * ev.mean()) <= tiny[1]
+    assert _phase(ev, gamma) == phase
+
+
 def test_rank_loss_means_rank_collapse():
     ev = _white()
     assert _phase(ev, rank_loss=100) == "rank-collapse"      # 100 of 500 eigenvalues were zero

@@ -6,8 +6,12 @@ MP bulk (kappa = inf) and differ by outliers; the last three have kappa = 5.5, 1
 
 1. ``"undetermined"`` - both the MP and the HTMP fit failed (too few or degenerate eigenvalues).
 2. ``"rank-collapse"`` - a fraction >= ``collapse_fraction`` (default 0.1) of the eigenvalues is zero (``rank_loss``
-   plus non-positive values), or the HTMP fit is sure that kappa < ``kappa_collapse`` (default 0.1: kappa_hi below
-   it), i.e. the lower tail rho ~ lambda^(delta-1) with delta -> 0 piles the mass at zero.
+   plus non-positive values), or the HTMP fit is sure that the law is near its kappa -> 0 limit, i.i.d.
+   Gamma(shape delta) eigenvalues whose lower tail rho ~ lambda^(delta-1) piles the mass at zero (htmp.md sec. 3.4):
+   kappa_hi < ``kappa_collapse`` (default 0.1) and delta(kappa_hi) = kappa_hi (1-gamma)/(2 gamma) < ``delta_collapse``
+   (default 0.1, the delta of kappa = 0.1 at Fig. 2's gamma = 0.3255).  Both are needed: at small gamma (wide
+   layers, e.g. a depthwise conv's 672 x 25 view, gamma = 0.037) kappa = 0.05 still gives delta = 0.65, a Gamma
+   shape with no pile-up at zero; near gamma = 1, delta is ~0 for every kappa and only kappa -> 0 means collapse.
 3. kappa finite (the HTMP fit tells the bulk from MP, see :func:`hmu_diag.fits.htmp.fit`) and HTMP describes the
    spectrum better than MP (KS distance ``htmp.D < mp.D``; otherwise a deviation that HTMP does not capture is
    not read as a phase): ``"heavy-tailed"`` if kappa <= ``kappa_heavy`` (default 3, between Fig. 2's 1.9 and
@@ -33,8 +37,8 @@ UNDETERMINED = "undetermined"
 
 
 def classify_phase(evals, mp: MPFit, htmp: HTMPFit, *, rank_loss: int = 0, collapse_fraction: float = 0.1,
-                   kappa_collapse: float = 0.1, kappa_heavy: float = 3.0, alpha_heavy: float = 6.0,
-                   bleed_margin: float = 0.1) -> str:
+                   kappa_collapse: float = 0.1, delta_collapse: float = 0.1, kappa_heavy: float = 3.0,
+                   alpha_heavy: float = 6.0, bleed_margin: float = 0.1) -> str:
     """Phase of one layer's spectrum: one of :data:`PHASES` or ``"undetermined"`` (rules: module docstring).
 
     ``evals``: the eigenvalues both fits saw; ``rank_loss``: zero eigenvalues removed before (not in ``evals``).
@@ -46,7 +50,8 @@ def classify_phase(evals, mp: MPFit, htmp: HTMPFit, *, rank_loss: int = 0, colla
     total = x.size + int(rank_loss)
     if total and n_zero / total >= collapse_fraction:
         return "rank-collapse"
-    if htmp.ok and htmp.kappa_hi < kappa_collapse:
+    if htmp.ok and htmp.kappa_hi < kappa_collapse \
+            and htmp.kappa_hi * (1.0 - htmp.gamma) / (2.0 * htmp.gamma) < delta_collapse:
         return "rank-collapse"
     if htmp.ok and math.isfinite(htmp.kappa) and (not mp.ok or htmp.D < mp.D):
         heavy = htmp.kappa <= kappa_heavy if htmp.orientation == "direct" else htmp.pred_alpha <= alpha_heavy
