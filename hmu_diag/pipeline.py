@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from .cache import ResultCache, result_key, source_fingerprint
+from .choices import CONV_MODES
 from .errors import OptionError, failed_status
 from .executors import EXECUTORS, TaskFailure, run_tasks
 from .load import ModelRef, iter_tensors, list_models
@@ -19,7 +20,6 @@ from .spectra.approx import tail_spectrum
 from .spectra.weights import Spectrum, resolve_dtype, weight_spectrum
 from .walk import LayerMatrix, walk
 
-CONV_MODES = ("flat", "slices")
 SPECTRUM_MODES = ("exact", "approx")
 FIX_FINGERS = (None, "xmin_peak", "clip_xmax")
 HTMP_ORIENTATIONS = ("auto", "direct", "inverse")

@@ -36,36 +36,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .choices import DEFAULT_SCORE, METRICS, TABLE_SUFFIXES
 from .errors import HmuDiagError, OptionError
 from .summary import summarize
 
-DEFAULT_SCORE = "alpha_weighted"
 OVERALL = "(all)"
 MIN_MODELS = 3   # fewer models give no meaningful rank correlation
 SMALL_ESD = 50   # fewer eigenvalues give a noisy alpha (htsr_literature §4.8: NC 2021 and TempBalance use >= 50)
-
-#: Model-level metric → (expected direction, meaning).  Direction −1: lower values should mean higher accuracy;
-#: +1 higher; 0 no direction fixed in advance (reported, never chosen as "best").
-METRICS: dict[str, tuple[int, str]] = {
-    "alpha_weighted": (-1, "mean α·log10 λ_max (α̂, Martin et al. 2021): the default score"),
-    "log_alpha_norm": (-1, "mean log10 Σλ^α (Schatten α-norm)"),
-    "alpha": (-1, "mean power-law exponent α (within a fixed depth only)"),
-    "alpha_median": (-1, "median power-law exponent α"),
-    "alpha_excess": (-1, "mean α − α of a same-shape random matrix (aspect-ratio corrected α)"),
-    "frac_random_like": (-1, "fraction of layers whose α is indistinguishable from a random matrix"),
-    "log_norm": (-1, "mean log10 ‖W‖_F²"),
-    "log_spectral_norm": (-1, "mean log10 λ_max"),
-    "stable_rank": (-1, "mean ‖W‖_F²/λ_max (lower: a few directions dominate)"),
-    "entropy": (-1, "mean matrix entropy (lower: less random-like)"),
-    "D": (0, "mean KS distance of the power-law fits"),
-    "htmp_kappa": (-1, "median HTMP repulsion κ (smaller = heavier tail; ∞ = Marchenko-Pastur)"),
-    "htmp_log_kappa": (-1, "mean log10 HTMP κ over layers with finite κ"),
-    "frac_mp_like": (-1, "fraction of layers whose HTMP κ is ∞ (indistinguishable from Marchenko-Pastur)"),
-    "frac_under-trained": (-1, "fraction of layers with α > 6 (WeightWatcher's 'under-trained')"),
-    "frac_over-trained": (0, "fraction of layers with α < 2 (WeightWatcher's 'over-trained')"),
-}
-
-TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 _ACCURACY_KEYS = ("accuracy", "acc", "test_accuracy", "heldout_accuracy", "top1", "val_accuracy")
 _MODEL_KEYS = ("model", "name", "file", "path", "checkpoint")
 

@@ -207,6 +207,39 @@ def test_cli_piped_into_a_reader_that_stops_early_prints_no_traceback(tmp_path):
     assert (tmp_path / "layers.csv").is_file()
 
 
+def test_cli_help_answers_without_loading_torch_pandas_or_scipy():
+    """``hmu-diag --help`` and ``hmu-diag <command> --help`` parse in a fresh interpreter without importing the heavy
+    libraries (seconds of start-up); the option choices come from :mod:`hmu_diag.choices`, the same constants the API
+    checks against."""
+    import subprocess
+    import sys
+
+    code = ("import contextlib, io, sys\n"
+            "from hmu_diag.cli import COMMANDS, main\n"
+            "for argv in [['--help']] + [[c, '--help'] for c in COMMANDS]:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+            "        main(argv)\n"
+            "    assert 'usage: hmu-diag' in out.getvalue(), argv\n"
+            "print(sorted(m for m in ('torch', 'pandas', 'scipy', 'numpy', 'matplotlib') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_cli_choices_are_the_ones_the_api_checks():
+    import importlib
+
+    from hmu_diag import choices, data, output, pipeline
+    from hmu_diag.spectra import hessian
+
+    rank = importlib.import_module("hmu_diag.rank")        # the package attribute ``rank`` is the function
+    assert pipeline.CONV_MODES is choices.CONV_MODES and output.FORMATS is choices.FORMATS
+    assert rank.METRICS is choices.METRICS and rank.TABLE_SUFFIXES is choices.TABLE_SUFFIXES
+    assert data.BUILTINS is choices.BUILTINS and hessian.LOSSES is choices.LOSSES
+    with pytest.raises(OptionError, match="conv='sideways'"):
+        analyze("models_zoo/demo/digits_mlp.safetensors", conv="sideways")
+
+
 def test_cli_table_names_why_htmp_columns_are_missing():
     import io
 

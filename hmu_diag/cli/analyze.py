@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ._execution import add_execution_options, execution_kwargs
-from ..output import FORMATS, write_layers, write_summary
-from ..pipeline import CONV_MODES, analyze
-from ..summary import summarize
+from ..choices import CONV_MODES, FORMATS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HELP = "analyse every weight matrix of a checkpoint: power-law, MP and HTMP fits per layer"
 
@@ -72,6 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def print_table(layers: pd.DataFrame, stream=None) -> None:
     """A readable table of the analysed layers on ``stream``, then one line per skip reason with its count, and
     one per reason an analysed layer has no (or a partial) HTMP fit."""
+    import pandas as pd
     stream = stream or sys.stdout
     cols = [c for c in TABLE_COLUMNS if c in layers]
     if "esd_method" in layers and layers["esd_method"].dropna().ne("exact").any():   # say which ESDs are partial
@@ -91,6 +92,9 @@ def print_table(layers: pd.DataFrame, stream=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Analyse, write the tables, print a summary."""
+    from ..output import write_layers, write_summary
+    from ..pipeline import analyze
+    from ..summary import summarize
     layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
                      htmp=args.htmp, htmp_orientation=args.htmp_orientation, fix_fingers=args.fix_fingers,
                      seed=args.seed, spectrum=args.spectrum, top_k=args.top_k, trust_pickle=args.trust_pickle,

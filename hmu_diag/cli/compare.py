@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from ..choices import CONV_MODES
 
-from ..compare import compare, verdict_counts
-from ..pipeline import CONV_MODES
+if TYPE_CHECKING:
+    import pandas as pd
 
 HELP = "compare two models layer by layer: per-layer deltas of every metric and a better/worse/same verdict"
 
@@ -56,6 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def print_comparison(comparison: pd.DataFrame, top: int, stream=None) -> None:
     """Verdict counts, the layers that differ most, and the unmatched layers."""
+    import pandas as pd
+
+    from ..compare import verdict_counts
     stream = stream or sys.stdout
     a, b = comparison.attrs.get("a", "A"), comparison.attrs.get("b", "B")
     counts = verdict_counts(comparison)
@@ -78,6 +82,7 @@ def print_comparison(comparison: pd.DataFrame, top: int, stream=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare, write compare.csv, print the summary."""
+    from ..compare import compare
     comparison = compare(args.a, args.b, z=args.z, model_a=args.model_a, model_b=args.model_b, conv=args.conv,
                          htmp=args.htmp, device=args.device, trust_pickle=args.trust_pickle)
     outdir = Path(args.outdir)

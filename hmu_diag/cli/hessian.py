@@ -3,12 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
-from ..data import batches
+from ..choices import LOSSES
 from ..errors import OptionError
-from ..model_io import load_model
-from ..spectra.hessian import LOSSES, argmax_labels, hessian_spectrum, loss_function
 from .jacobian import add_model_arguments, load_inputs, print_table, write_csv
 
 HELP = "top-k eigenvalues (residual-checked Lanczos), SLQ density and Hutchinson trace of the loss Hessian"
@@ -62,6 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Compute, write the three CSVs, print the table."""
+    import pandas as pd
+
+    from ..data import batches
+    from ..model_io import load_model
+    from ..spectra.hessian import argmax_labels, hessian_spectrum, loss_function
     model = load_model(args.model, args.checkpoint, trust_pickle=args.trust_pickle)
     data = load_inputs(args)
     if args.labels == "argmax":

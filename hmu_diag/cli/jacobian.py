@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from ..data import BUILTINS, Dataset, load_data
+from ..choices import BUILTINS
 from ..errors import OptionError
-from ..model_io import load_model
-from ..spectra.jacobian import jacobian_spectrum, layer_jacobian_spectra
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..data import Dataset
 
 HELP = "singular values of the input-output Jacobian (and per-block Jacobians) at sample inputs, power-law fitted"
 
@@ -56,6 +58,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_inputs(args: argparse.Namespace) -> Dataset:
+    """The --data inputs (and targets), shaped by --input-shape."""
+    from ..data import load_data
     shape = None
     if args.input_shape:
         try:
@@ -67,6 +71,7 @@ def load_inputs(args: argparse.Namespace) -> Dataset:
 
 def print_table(df: pd.DataFrame, columns: list[str], stream=None) -> None:
     """The chosen columns of ``df`` as a plain-text table on ``stream`` (default: the current sys.stdout)."""
+    import pandas as pd
     cols = [c for c in columns if c in df]
     with pd.option_context("display.max_rows", 200, "display.width", 180, "display.max_colwidth", 40):
         print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), file=stream or sys.stdout)
@@ -97,6 +102,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Compute, write OUTDIR/jacobian.csv, print the table."""
+    import pandas as pd
+
+    from ..model_io import load_model
+    from ..spectra.jacobian import jacobian_spectrum, layer_jacobian_spectra
     model = load_model(args.model, args.checkpoint, trust_pickle=args.trust_pickle)
     data = load_inputs(args)
     name = Path(args.model).name if Path(args.model).is_file() else args.model

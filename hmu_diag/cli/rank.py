@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ._execution import add_execution_options, execution_kwargs
-from ..pipeline import CONV_MODES
-from ..rank import DEFAULT_SCORE, METRICS, RankResult, rank
+from ..choices import CONV_MODES, DEFAULT_SCORE, METRICS
+
+if TYPE_CHECKING:
+    from ..rank import RankResult
 
 HELP = "rank models by spectral quality, without test data (one fixed score: mean alpha_weighted)"
 
@@ -73,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def print_result(result: RankResult, stream=None) -> None:
     """The ranking, the best metric per family and the warnings, readable."""
+    import pandas as pd
     stream = stream or sys.stdout
     cols = [c for c in SHOW if c in result.models]
     with pd.option_context("display.max_rows", 500, "display.width", 160, "display.max_colwidth", 40):
@@ -92,6 +94,7 @@ def print_result(result: RankResult, stream=None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Rank, write the tables (and report), print the ranking."""
+    from ..rank import rank
     result = rank(args.paths, manifest=args.manifest, baseline=args.baseline,
                   exclude_kinds=() if args.include_embeddings else ("embedding",), seed=args.seed, conv=args.conv,
                   htmp=args.htmp, device=args.device, trust_pickle=args.trust_pickle, **execution_kwargs(args))

@@ -5,8 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..pipeline import CONV_MODES, analyze
-from ..rank import TABLE_SUFFIXES, read_layers
+from ..choices import CONV_MODES, TABLE_SUFFIXES
 
 HELP = "write a self-contained HTML report: per-layer spectra with their fits, alpha/kappa by depth, summary"
 
@@ -49,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Analyse (or read the table), add the baseline, write the page."""
     from ..baseline import add_random_baseline
+    from ..pipeline import analyze
+    from ..rank import read_layers
     from ..report import write_report
 
     name = Path(args.path.rstrip("/")).name.split(".")[0] or "report"

@@ -35,14 +35,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 
+from hmu_diag.choices import LOSSES
 from hmu_diag.errors import OptionError
 from hmu_diag.model_io import (cast_module, cast_tree, eval_mode, functional_state, is_torchscript, parse_dtype)
 from hmu_diag.spectra.lanczos import EigenResult, SLQResult, density_grid, hutchinson_trace, slq, top_eigenpairs
 
 __all__ = ["HVPOperator", "HessianSpectrum", "select_parameters", "as_batches", "hvp_operator", "hessian_spectrum",
            "loss_function", "argmax_labels", "LOSSES"]
-
-LOSSES = ("cross_entropy", "nll", "mse")
 
 LossFn = Callable[[object, object], torch.Tensor]
 
