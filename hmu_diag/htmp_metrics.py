@@ -18,6 +18,7 @@ lower_alpha            measured: power-law exponent of the upper tail of 1/lambd
                        :func:`hmu_diag.fits.powerlaw.fit_power_law`), i.e. rho(lambda) ~ lambda^(lower_alpha - 2)
                        near 0; compare with htmp_pred_alpha (direct fits) or htmp_pred_lower_exp + 2
 lower_D                KS distance of that power-law fit
+lower_p_value          its CSN bootstrap goodness-of-fit p (``n_boot`` replicates; NaN when n_boot = 0)
 alpha_minus_pred       alpha (the caller's HTSR exponent of lambda's upper tail) - htmp_pred_alpha; meaningful for
                        inverse fits, where HTMP predicts that tail
 phase                  5+1 phase (:func:`hmu_diag.fits.phase.classify_phase`) or "undetermined"
@@ -45,7 +46,7 @@ __all__ = ["COLUMNS", "htmp_metrics"]
 
 COLUMNS = ("htmp_kappa", "htmp_kappa_lo", "htmp_kappa_hi", "htmp_scale", "htmp_orientation", "htmp_delta", "htmp_D",
            "mp_D", "mp_scale", "mp_bulk_max", "mp_num_spikes", "htmp_pred_alpha", "htmp_pred_lower_exp",
-           "lower_alpha", "lower_D", "alpha_minus_pred", "phase", "htmp_status")
+           "lower_alpha", "lower_D", "lower_p_value", "alpha_minus_pred", "phase", "htmp_status")
 
 
 def _empty(status: str) -> dict:
@@ -63,13 +64,14 @@ def _fit_status(ht) -> str:
 
 def htmp_metrics(evals, gamma: float, *, alpha: float = math.nan, seed: int = 0, rank_loss: int = 0,
                  n_matrices: int = 1, orientation: str = "auto", ci: str = "asymptotic", spikes: bool = True,
-                 lower_tail: bool = True) -> dict:
+                 lower_tail: bool = True, n_boot: int = 0) -> dict:
     """The per-layer HTMP/MP/phase columns (module docstring) for one spectrum.
 
     ``evals``: eigenvalues of the smaller Gram (``rank_loss`` zero eigenvalues may have been removed before);
     ``gamma``: M/N in (0, 1]; ``alpha``: the layer's HTSR power-law exponent (for ``alpha_minus_pred``);
     ``n_matrices``: matrices pooled into ``evals``; ``orientation``, ``ci``, ``spikes``, ``seed``: passed to
-    :func:`hmu_diag.fits.htmp.fit`; ``lower_tail=False`` skips the power-law fit of 1/lambda (its columns NaN).
+    :func:`hmu_diag.fits.htmp.fit`; ``lower_tail=False`` skips the power-law fit of 1/lambda (its columns NaN);
+    ``n_boot`` bootstrap replicates give that fit's ``lower_p_value`` (0: NaN; seeded by ``seed``).
     """
     try:
         x = np.asarray(evals, dtype=np.float64).ravel()
@@ -89,8 +91,8 @@ def htmp_metrics(evals, gamma: float, *, alpha: float = math.nan, seed: int = 0,
     if lower_tail:
         pos = x[np.isfinite(x) & (x > 0)]
         if pos.size >= 10:
-            pl = fit_power_law(1.0 / pos)
+            pl = fit_power_law(1.0 / pos, n_boot=n_boot, seed=seed)
             if pl.ok:
-                row.update(lower_alpha=pl.alpha, lower_D=pl.D)
+                row.update(lower_alpha=pl.alpha, lower_D=pl.D, lower_p_value=pl.p_value)
     row["phase"] = classify_phase(x, mp, ht, rank_loss=rank_loss)
     return row

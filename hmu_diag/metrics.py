@@ -21,7 +21,7 @@ stable_rank            Σ λ_i / λ_max
 entropy                matrix entropy −Σ p_i ln p_i / ln(rank), p_i = λ_i / Σ λ_j over non-zero λ (nan if rank ≤ 1)
 alpha                  power-law exponent of the ESD tail (Clauset-Shalizi-Newman; :mod:`hmu_diag.fits.powerlaw`)
 xmin, xmax, D, sigma   tail start, tail end, KS distance, standard error (α−1)/√n_tail
-p_value                bootstrap goodness-of-fit p (nan unless requested)
+p_value                CSN bootstrap goodness-of-fit p of the power law (``n_boot`` replicates; nan when n_boot = 0)
 num_pl_spikes          n_tail, the number of eigenvalues in the fitted tail
 alpha_weighted         α · log10 λ_max
 log_alpha_norm         log10 Σ λ_i^α
@@ -88,15 +88,16 @@ def training_warning(alpha: float) -> str:
 
 
 def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: str = "float64",
-            n_matrices: int = 1, xmax: float | None = None, fix_fingers: str | None = None, htmp: bool = True,
-            htmp_orientation: str = "auto", seed: int = 0, esd_method: str = "exact",
+            n_matrices: int = 1, xmax: float | None = None, fix_fingers: str | None = None, n_boot: int = 0,
+            htmp: bool = True, htmp_orientation: str = "auto", seed: int = 0, esd_method: str = "exact",
             trace: float | None = None) -> dict[str, Any]:
     """Every per-layer metric of one ESD, as a flat dict (one table row).
 
     Used alike for weight, Jacobian and Hessian spectra.  ``evals`` are all eigenvalues (any order); those ≤ ``zero_tol``
     count as rank loss and are excluded from the power-law and HTMP fits.  ``N ≥ M`` are the matrix dimensions that
     define γ = M/N for the MP/HTMP fits; ``n_matrices`` is the number of matrices pooled into ``evals``.
-    ``htmp_orientation`` ("auto", "direct", "inverse") is passed to :func:`hmu_diag.fits.htmp.fit`.
+    ``htmp_orientation`` ("auto", "direct", "inverse") is passed to :func:`hmu_diag.fits.htmp.fit`; ``n_boot`` and
+    ``seed`` to :func:`hmu_diag.fit_power_law` (bootstrap ``p_value``; 0: NaN).
     A partial ESD (``esd_method`` other than "exact": ``evals`` are the largest n_matrices·M eigenvalues only, whose
     sum is ``trace``) gets the tail and norm columns; those that need the whole ESD are NaN (module docstring).
     """
@@ -108,7 +109,7 @@ def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: 
                            "rank_loss": math.nan if partial else int(evals.size - fit_input.size), "dtype": dtype,
                            "esd_method": esd_method}
     row.update(norm_metrics(evals, trace if partial else None))
-    fit = fit_power_law(fit_input, xmax=xmax, fix_fingers=fix_fingers)
+    fit = fit_power_law(fit_input, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
     row.update({"alpha": fit.alpha, "xmin": fit.xmin, "xmax": fit.xmax, "D": fit.D, "sigma": fit.sigma,
                 "p_value": fit.p_value, "num_pl_spikes": fit.n_tail, "num_fingers": fit.num_fingers,
                 "fit_status": fit.status})
@@ -121,5 +122,5 @@ def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: 
     elif htmp:
         from .htmp_metrics import htmp_metrics
         row.update(htmp_metrics(fit_input, M / N, alpha=fit.alpha, seed=seed, rank_loss=row["rank_loss"],
-                                n_matrices=n_matrices, orientation=htmp_orientation))
+                                n_matrices=n_matrices, orientation=htmp_orientation, n_boot=n_boot))
     return row

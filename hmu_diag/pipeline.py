@@ -37,7 +37,8 @@ class AnalyzeOptions:
     htmp : add the HTMP / Marchenko-Pastur columns.
     htmp_orientation : "auto" (choose by KS distance), "direct" (λ ~ HTMP) or "inverse" (1/λ ~ HTMP).
     xmax, fix_fingers : power-law fit options (see :func:`hmu_diag.fit_power_law`).
-    seed : seed of every random choice (bootstrap CIs, Krylov start blocks), for reproducible tables.
+    n_boot : CSN bootstrap replicates of the power-law fit's goodness-of-fit ``p_value`` (0: not computed).
+    seed : seed of every random choice (bootstrap CIs and p-values, Krylov start blocks), for reproducible tables.
     spectrum : "exact" (every eigenvalue) or "approx": for a single matrix large enough that it pays, only the top
         ``top_k`` eigenvalues by block Krylov iteration, k doubled until the tail fits well inside them
         (:func:`hmu_diag.spectra.approx.tail_spectrum`); bulk metrics and MP/HTMP fits are then NaN.
@@ -52,6 +53,7 @@ class AnalyzeOptions:
     htmp_orientation: str = "auto"
     xmax: float | None = None
     fix_fingers: str | None = None
+    n_boot: int = 0
     seed: int = 0
     spectrum: str = "exact"
     top_k: int = 128
@@ -68,6 +70,8 @@ class AnalyzeOptions:
             raise OptionError(f"spectrum={self.spectrum!r}: choose one of {', '.join(SPECTRUM_MODES)}")
         if int(self.top_k) < 1:
             raise OptionError(f"top_k={self.top_k}: must be at least 1")
+        if isinstance(self.n_boot, bool) or int(self.n_boot) != self.n_boot or self.n_boot < 0:
+            raise OptionError(f"n_boot={self.n_boot!r}: must be a non-negative integer")
         if int(self.min_evals) < 2:
             raise OptionError(f"min_evals={self.min_evals}: must be at least 2")
         resolve_dtype(self.dtype)
@@ -99,7 +103,7 @@ def analyze_layer(model: str, lm: LayerMatrix, options: AnalyzeOptions) -> dict[
     spectrum = layer_spectrum(lm, options)
     row.update(esd_row(spectrum.evals, N=spectrum.N, M=spectrum.M, zero_tol=spectrum.zero_tol,
                        dtype=spectrum.dtype, n_matrices=spectrum.n_matrices, xmax=options.xmax,
-                       fix_fingers=options.fix_fingers, htmp=options.htmp,
+                       fix_fingers=options.fix_fingers, n_boot=options.n_boot, htmp=options.htmp,
                        htmp_orientation=options.htmp_orientation, seed=options.seed, esd_method=spectrum.method,
                        trace=spectrum.trace))
     row["status"] = row["fit_status"]
@@ -162,7 +166,8 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str = "float64", device: str = "cpu",
-            htmp: bool = True, xmax: float | None = None, fix_fingers: str | None = None, seed: int = 0,
+            htmp: bool = True, xmax: float | None = None, fix_fingers: str | None = None, n_boot: int = 0,
+            seed: int = 0,
             htmp_orientation: str = "auto", spectrum: str = "exact", top_k: int = 128,
             trust_pickle: bool = False, n_jobs: int | None = 1,
             executor: str = "local", scheduler: Any = None, cache_dir: str | None = None,
@@ -179,6 +184,10 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
     device : torch device of the eigensolver ("cpu", "cuda").
     htmp : also fit Marchenko-Pastur and HTMP and add their columns.
     xmax, fix_fingers : power-law fit options, see :func:`hmu_diag.fit_power_law`.
+    n_boot : CSN semi-parametric bootstrap replicates of the power-law goodness-of-fit ``p_value`` (Clauset,
+        Shalizi & Newman 2009, sec. 4.1: p = share of replicates, drawn from the fitted tail and the resampled body,
+        whose refitted KS distance exceeds the data's; p < 0.1 rejects the power law).  0 (default): not computed
+        (NaN); each replicate is one more fit per layer, and 100 give p to about +-0.05.
     seed : seed for every random step (deterministic tables).
     trust_pickle : allow pickles that execute code on load (only for checkpoints you trust).
     htmp_orientation : "auto" (default: the orientation with the smaller KS distance), "direct" or "inverse".
@@ -200,7 +209,7 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
     columns of :func:`hmu_diag.metrics.esd_row`.  ``status`` is "ok", "skipped: <reason>" or "failed: <reason>".
     """
     options = AnalyzeOptions(conv=conv, min_evals=min_evals, dtype=dtype, device=device, htmp=htmp,
-                             htmp_orientation=htmp_orientation, xmax=xmax, fix_fingers=fix_fingers, seed=seed,
+                             htmp_orientation=htmp_orientation, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed,
                              spectrum=spectrum, top_k=top_k)
     if executor not in EXECUTORS:
         raise OptionError(f"executor={executor!r}: choose one of {', '.join(EXECUTORS)}")

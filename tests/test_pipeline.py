@@ -10,6 +10,7 @@ from torch import nn
 
 from hmu_diag.errors import OptionError
 from hmu_diag.fits.powerlaw import fit_power_law
+from hmu_diag.cli.analyze import print_table
 from hmu_diag.pipeline import IDENTITY_COLUMNS, analyze, compute_spectra
 from hmu_diag.summary import summarize
 from tests.wheels import wheel_member
@@ -48,6 +49,27 @@ def test_alpha_is_the_fit_of_the_exact_svd_spectrum():
     assert df.loc["3", "xmin"] == pytest.approx(ref.xmin, rel=1e-9)
     assert df.loc["3", "lambda_max"] == pytest.approx(evals.max(), rel=1e-10)
     assert df.loc["3", "N"] == 128 and df.loc["3", "M"] == 64
+
+
+def test_n_boot_adds_the_bootstrap_p_value_of_each_power_law_fit():
+    model = small_model()
+    df = analyze(model, htmp=False, n_boot=25, seed=3).set_index("layer")
+    w = model[3].weight.detach().double().numpy()
+    ref = fit_power_law(np.linalg.svd(w, compute_uv=False) ** 2, n_boot=25, seed=3)
+    assert 0.0 <= ref.p_value <= 1.0
+    assert df.loc["3", "p_value"] == pytest.approx(ref.p_value, abs=1e-12)       # same replicates, same seed
+    ok = df["status"].eq("ok")
+    assert df.loc[ok, "p_value"].between(0.0, 1.0).all()
+    with_htmp = analyze(model, n_boot=25, seed=3).set_index("layer")                 # the lower-tail fit's p too
+    lower = fit_power_law(np.sort(1.0 / (np.linalg.svd(w, compute_uv=False) ** 2)), n_boot=25, seed=3)
+    assert with_htmp.loc["3", "lower_alpha"] == pytest.approx(lower.alpha, rel=1e-9)
+    assert with_htmp.loc["3", "lower_p_value"] == pytest.approx(lower.p_value, abs=1e-12)
+    assert analyze(model, htmp=False)["p_value"].isna().all()                    # default: not computed
+    out = io.StringIO()
+    print_table(df.reset_index(), out)                                            # the CLI table shows it too
+    assert out.getvalue().splitlines()[0].split()[:6] == ["layer", "kind", "shape", "alpha", "D", "p_value"]
+    with pytest.raises(OptionError, match="n_boot"):
+        analyze(model, n_boot=-1)
 
 
 def test_compute_spectra_matches_rows():
@@ -226,6 +248,20 @@ def test_cli_help_answers_without_loading_torch_pandas_or_scipy():
     assert proc.stdout.strip() == "[]"
 
 
+def test_analyze_loads_no_optional_scipy_subpackage():
+    """scipy.stats, scipy.optimize and scipy.integrate (~1 s of start-up on a 2-core machine) serve only optional
+    paths (likelihood-ratio tests, ML/KS refinement, the HTMP ODE fallback): a default analysis never imports them."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hmu_diag import analyze; "
+            "analyze('models_zoo/demo/digits_mlp.safetensors'); "
+            "print(sorted(m for m in ('scipy.stats', 'scipy.optimize', 'scipy.integrate') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_cli_choices_are_the_ones_the_api_checks():
     import importlib
 
@@ -242,10 +278,6 @@ def test_cli_choices_are_the_ones_the_api_checks():
 
 def test_cli_table_names_why_htmp_columns_are_missing():
     import io
-
-    import pandas as pd
-
-    from hmu_diag.cli.analyze import print_table
 
     layers = pd.DataFrame({"model": "m", "layer": ["a", "b", "c", "bias"], "kind": "linear", "shape": "8x8",
                            "alpha": [2.0, 3.0, 4.0, np.nan], "htmp_kappa": [1.0, np.nan, np.nan, np.nan],

@@ -53,6 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-htmp", dest="htmp", action="store_false", help="skip the MP and HTMP fits")
     p.add_argument("--fix-fingers", choices=("xmin_peak", "clip_xmax"), default=None,
                    help="WeightWatcher's corrections for outlier 'fingers' in the tail (default: none)")
+    p.add_argument("--n-boot", type=int, default=0, metavar="N",
+                   help="also a goodness-of-fit p_value for each power-law fit, from N bootstrap replicates "
+                        "(Clauset-Shalizi-Newman; p < 0.1 rejects the power law; 100 give p to about +-0.05 at "
+                        "N more fits per layer; default: %(default)s = not computed)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
     p.add_argument("--htmp-orientation", choices=("auto", "direct", "inverse"), default="auto",
                    help="HTMP fit of the eigenvalues (direct), of their inverses (inverse) or whichever fits better "
@@ -77,6 +81,8 @@ def print_table(layers: pd.DataFrame, stream=None) -> None:
     cols = [c for c in TABLE_COLUMNS if c in layers]
     if "esd_method" in layers and layers["esd_method"].dropna().ne("exact").any():   # say which ESDs are partial
         cols.insert(cols.index("alpha"), "esd_method")
+    if "p_value" in layers and layers["p_value"].notna().any():                 # computed on request (--n-boot)
+        cols.insert(cols.index("D") + 1, "p_value")
     if layers["model"].nunique() <= 1:
         cols.remove("model")
     skipped = layers["status"].astype(str).str.startswith("skipped")
@@ -97,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     from ..summary import summarize
     layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
                      htmp=args.htmp, htmp_orientation=args.htmp_orientation, fix_fingers=args.fix_fingers,
-                     seed=args.seed, spectrum=args.spectrum, top_k=args.top_k, trust_pickle=args.trust_pickle,
-                     progress=sys.stderr.isatty(), **execution_kwargs(args))
+                     n_boot=args.n_boot, seed=args.seed, spectrum=args.spectrum, top_k=args.top_k,
+                     trust_pickle=args.trust_pickle, progress=sys.stderr.isatty(), **execution_kwargs(args))
     table = write_layers(layers, args.outdir, args.format)
     summary = summarize(layers)
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}

@@ -21,10 +21,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.integrate
-import scipy.optimize
 import scipy.special
-import scipy.stats
 
 from hmu_diag.errors import OptionError
 
@@ -49,11 +46,12 @@ class LikelihoodRatio:
 def _minimize(nll, starts, bounds):
     """Bounded quasi-Newton from several starts, best kept.  The bounds stop degenerate limits (a lognormal
     or stretched exponential tending to a power law) from running off to infinity."""
+    from scipy import optimize         # imported on first use: the likelihood-ratio tests are optional
     best = None
     for x0 in starts:
-        res = scipy.optimize.minimize(nll, np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds]),
-                                      method="L-BFGS-B", bounds=bounds,
-                                      options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 300})
+        res = optimize.minimize(nll, np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds]),
+                                method="L-BFGS-B", bounds=bounds,
+                                options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 300})
         if best is None or res.fun < best.fun:
             best = res
     return best.x
@@ -110,10 +108,11 @@ def _log_en(p: float, z: float) -> float:
         q = scipy.special.gammaincc(1.0 - p, z)
         if q > 1e-300:
             return (p - 1.0) * math.log(z) + scipy.special.gammaln(1.0 - p) + math.log(q)
+    from scipy import integrate
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", scipy.integrate.IntegrationWarning)
-        val, _ = scipy.integrate.quad(lambda u: math.exp(-z * u) * (1.0 + u) ** -p, 0.0, np.inf, epsabs=0,
-                                      epsrel=1e-12, limit=200)
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)
+        val, _ = integrate.quad(lambda u: math.exp(-z * u) * (1.0 + u) ** -p, 0.0, np.inf, epsabs=0,
+                                epsrel=1e-12, limit=200)
     return -z + math.log(val)
 
 
@@ -149,7 +148,7 @@ def compare_tail(tail: np.ndarray, xmin: float, alpha: float, alternative: str, 
     s2 = float(np.mean((d - d.mean()) ** 2))
     if nested:
         R = min(R, 0.0)      # the nesting model can only gain likelihood; a positive R is optimiser noise
-        p = float(scipy.stats.chi2.sf(2.0 * abs(R), 1))
+        p = float(scipy.special.chdtrc(1, 2.0 * abs(R)))             # chi2_1 survival function
     else:
         p = float(scipy.special.erfc(abs(R) / math.sqrt(2.0 * n * s2))) if s2 > 0 else 1.0
     normalized = R / math.sqrt(n * s2) if s2 > 0 else 0.0

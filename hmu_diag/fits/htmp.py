@@ -75,7 +75,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.polynomial import polynomial as P
-from scipy import optimize, special
+from scipy import special
 
 from hmu_diag.errors import HmuDiagError, OptionError
 from hmu_diag.fits._result import FitStatus
@@ -483,6 +483,7 @@ def _refine(y: np.ndarray, gamma: float, kappa0: float, lo: float, hi: float, me
     n = y.size
     u_lo = math.log(max(lo, KAPPA_MIN)) - 0.5
     u_hi = math.log(min(hi if math.isfinite(hi) else 10 * KAPPA_MP_EQUIV, 10 * KAPPA_MP_EQUIV)) + 0.5
+    from scipy import optimize         # imported on first use: the default moment fit needs no optimiser
     if method == "ml":
         obj = lambda u: -float(np.sum(htmp_logpdf(y, gamma, math.exp(u), scale)))  # noqa: E731
     else:

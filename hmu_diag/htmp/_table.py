@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import mpmath as mp
 import numpy as np
 from scipy import special as sp
-from scipy.integrate import odeint, solve_ivp
 
 from hmu_diag.errors import HmuDiagError
 from hmu_diag.htmp._accuracy import FIT_ATOL, FIT_RTOL, in_fit_mode
@@ -72,6 +71,7 @@ class PhaseTable:
 
     def _integrate(self, taus: np.ndarray) -> np.ndarray:
         """States (L, u, phi - phi(tau_c)) at ``taus`` (monotone, starting at tau_c); shape (len, 3)."""
+        from scipy.integrate import odeint   # imported on first use (most fits read the quantile table instead)
         rtol, atol = (FIT_RTOL, FIT_ATOL) if in_fit_mode() else (RTOL, ATOL)
         y = odeint(_rhs(self.a, self.d, self.log_k), [self.L0, self.u0, 0.0], taus, tfirst=True, rtol=rtol,
                    atol=atol, mxstep=_MAX_STEPS)
@@ -133,6 +133,7 @@ class PhaseTable:
 
 
 def _solve(rhs, y0, tau0: float, tau1: float):
+    from scipy.integrate import solve_ivp
     sol = solve_ivp(rhs, (tau0, tau1), y0, method="DOP853", rtol=RTOL, atol=ATOL, dense_output=True)
     if not sol.success:
         raise HmuDiagError(f"htmp: ODE integration failed ({sol.message})")
