@@ -12,7 +12,10 @@ Rules, applied in this order (first match wins):
 #   tensor                                             matrix (``matrices`` is a (B, rows, cols) batch)      kind
 ==  =================================================  ===================================================  ==========
 1   0-D                                                skip "scalar"                                         other
-2   quantised / bool / integer / complex dtype         skip "quantised tensor" / "bool dtype" / ...          other
+2   quantised / 8- or 4-bit float / bool / integer /   skip "quantised tensor" / "quantised float dtype ..." /  other
+    complex dtype                                      "bool dtype" / ...; fp8/fp4 weights are stored with
+                                                       separate (often per-block) scales, so their raw
+                                                       codes are not the layer's matrix
 3   registered buffer (``is_buffer``)                  skip "buffer"                                         other
 4   owner is a norm layer (``*Norm*`` module type)      skip "normalisation layer"                            other
 5   1-D (biases, PReLU/scale vectors, norm weights)     skip "1-D tensor"                                     other
@@ -62,6 +65,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hmu_diag.choices import CONV_MODES
 from hmu_diag.errors import OptionError
 from hmu_diag.load.records import TensorRecord
 
@@ -131,6 +135,9 @@ def _early_skip(record: TensorRecord) -> str | None:
         return "scalar"
     if t.is_quantized:
         return "quantised tensor"
+    if t.is_floating_point() and t.dtype.itemsize == 1:
+        return (f"quantised float dtype ({t.dtype}): its scales are stored separately; "
+                "dequantise the checkpoint first")
     if t.dtype == torch.bool:
         return "bool dtype"
     if t.is_complex():
@@ -226,11 +233,15 @@ def _parts(record: TensorRecord, conv: str, rnn_hint: str | None) -> tuple[str, 
 
 
 def _layer_matrices(record: TensorRecord, conv: str, min_evals: int, rnn_hint: str | None) -> Iterator[LayerMatrix]:
-    reason = _early_skip(record)
+    try:
+        reason = _early_skip(record)
+        if reason is None:
+            kind, parts = _parts(record, conv, rnn_hint)
+    except (RuntimeError, TypeError) as exc:       # e.g. a tensor type torch has no kernel for: reported, not raised
+        reason = f"cannot be read as a matrix ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     if reason is not None:
         yield _skip(record, reason)
         return
-    kind, parts = _parts(record, conv, rnn_hint)
     base = layer_name(record.name)
     shape = tuple(record.tensor.shape)
     for part, mats, view in parts:
@@ -260,8 +271,8 @@ def walk(records: Iterable[TensorRecord], *, conv: str = "flat", min_evals: int 
     In a bare state dict, an RNN ``weight_ih`` is held back until the ``weight_hh`` of the same layer has been
     seen (its rows/cols ratio gives the gate count); both are then emitted in their original order.
     """
-    if conv not in ("flat", "slices"):
-        raise OptionError(f"conv={conv!r}: expected 'flat' or 'slices'")
+    if conv not in CONV_MODES:
+        raise OptionError(f"conv={conv!r}: expected one of {', '.join(CONV_MODES)}")
     if not isinstance(min_evals, int) or min_evals < 1:
         raise OptionError(f"min_evals={min_evals!r}: expected a positive integer")
     hints: dict[tuple[str, str], str | None] = {}

@@ -257,6 +257,23 @@ def test_safetensors_order_is_natural_and_shard_independent(tmp_path):
     assert [r.name for r in iter_tensors(tmp_path / "sharded")] == want
 
 
+def test_low_precision_safetensors(tmp_path):
+    """bf16 and fp16 weights are analysed (upcast to the ESD dtype); fp8 weights, whose scales live in other tensors,
+    are skip rows with the reason - in one run, no exception."""
+    from hmu_diag import analyze
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(48, 96, generator=g)
+    sd = {"a.weight": w.to(torch.bfloat16), "b.weight": w.half(), "c.weight": w.to(torch.float8_e4m3fn),
+          "c.weight_scale_inv": torch.ones(1, 1)}
+    safetensors.torch.save_file(sd, str(tmp_path / "lowp.safetensors"))
+    rows = analyze(tmp_path / "lowp.safetensors", htmp=False).set_index("param")
+    exact = analyze({"a.weight": w.to(torch.bfloat16).double()}, htmp=False)
+    assert rows.loc["a.weight", "status"] == rows.loc["b.weight", "status"] == "ok"
+    assert rows.loc["a.weight", "alpha"] == pytest.approx(exact["alpha"].iloc[0], rel=1e-12)
+    assert rows.loc["c.weight", "status"].startswith("skipped: quantised float dtype (torch.float8_e4m3fn)")
+
+
 def test_safetensors_missing_shard(tmp_path):
     files = shard(tiny_net().state_dict(), tmp_path, 3, index=False)
     files[1].unlink()

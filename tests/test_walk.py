@@ -39,6 +39,9 @@ def parts(records, **options) -> dict[str, LayerMatrix]:
     (torch.ones(20, 20, dtype=torch.bool), None, False, "bool dtype"),
     (torch.ones(20, 20, dtype=torch.complex64), None, False, "complex dtype (torch.complex64)"),
     (torch.quantize_per_tensor(torch.randn(20, 20), 0.1, 0, torch.qint8), "Linear", False, "quantised tensor"),
+    *[(torch.randn(20, 20).to(dtype), "Linear", False,
+       f"quantised float dtype ({dtype}): its scales are stored separately; dequantise the checkpoint first")
+      for dtype in (torch.float8_e4m3fn, torch.float8_e5m2)],
     (torch.randn(258, 1, 256), "STFT", True, "buffer"),
     (torch.randn(32), "LayerNorm", False, "normalisation layer"),
     (torch.randn(32), None, False, "1-D tensor"),
@@ -53,6 +56,21 @@ def test_skip_records(tensor, module_type, is_buffer, reason):
     assert m.skip_reason == reason and m.matrices is None
     assert m.layer == "block.x" and m.param == "block.x.weight" and m.shape == tuple(tensor.shape)
     assert m.kind == "other"
+
+
+def test_a_tensor_torch_cannot_process_is_a_skip_record_not_an_exception(monkeypatch):
+    """A dtype without CPU kernels (as float8 had for ``sum``) must not stop the walk: the tensor is reported with the
+    reason and the next tensors are walked."""
+    import hmu_diag.walk as walk_module
+
+    def no_kernel(t):
+        raise NotImplementedError("\"sum_cpu\" not implemented for 'Float8_e4m3fn'\nmore detail")
+
+    monkeypatch.setattr(walk_module, "_has_nonfinite", no_kernel)
+    first, second = walk([rec("a.weight", torch.randn(20, 20)), rec("b.weight", torch.randn(30, 20))])
+    assert first.matrices is None and first.skip_reason == (
+        "cannot be read as a matrix (NotImplementedError: \"sum_cpu\" not implemented for 'Float8_e4m3fn')")
+    assert second.layer == "b" and second.skip_reason is not None          # walked too, with its own reason
 
 
 def test_huge_finite_values_are_not_nonfinite():
