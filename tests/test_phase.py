@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +83,19 @@ def test_rank_loss_means_rank_collapse():
     assert _phase(ev, rank_loss=10) == "random-like"
 
 
+def test_rank_one_and_dead_layers_are_rank_collapse_even_though_no_fit_exists():
+    from hmu_diag import analyze
+
+    rng = np.random.default_rng(0)
+    layers = {"rank1.weight": torch.from_numpy(np.outer(rng.standard_normal(40), rng.standard_normal(30))),
+              "dead.weight": torch.zeros(40, 30)}
+    df = analyze(layers).set_index("layer")
+    assert df.loc["rank1", "rank_loss"] == 29 and df.loc["dead", "rank_loss"] == 30
+    assert df.loc["rank1", "phase"] == df.loc["dead", "phase"] == "rank-collapse"
+    ev = np.array([1.0, 2.0])                        # too few values for any fit, none zero: still undetermined
+    assert classify_phase(ev, fit_mp(ev, 0.5), fit(ev, 0.5)) == UNDETERMINED
+
+
 def test_inverse_orientation_uses_predicted_alpha():
     ev = htmp.sample(1000, GAMMA, 1.9, 1.0, rng=3, orientation="inverse")   # upper tail alpha = 1 + delta = 2.97
     ht = fit(ev, GAMMA)
@@ -121,10 +135,12 @@ def test_lower_alpha_on_a_known_power_law():
     assert math.isnan(row["alpha_minus_pred"])
 
 
-@pytest.mark.parametrize("bad", [[], [1.0] * 50, [np.nan] * 20, [0.0] * 30, [-1.0, 2.0], "abc", None])
-def test_htmp_metrics_degenerate_inputs(bad):
-    row = htmp_metrics(bad, 0.5, alpha=2.0)
-    assert tuple(row) == COLUMNS and row["phase"] == UNDETERMINED and math.isnan(row["htmp_kappa"])
+@pytest.mark.parametrize("bad, phase", [([], UNDETERMINED), ([1.0] * 50, UNDETERMINED), ([np.nan] * 20, UNDETERMINED),
+                                        ([0.0] * 30, "rank-collapse"), ([-1.0, 2.0], "rank-collapse"),
+                                        ("abc", UNDETERMINED), (None, UNDETERMINED)])
+def test_htmp_metrics_degenerate_inputs(bad, phase):
+    row = htmp_metrics(bad, 0.5, alpha=2.0)        # zero (or negative) values are rank loss, no fit needed
+    assert tuple(row) == COLUMNS and row["phase"] == phase and math.isnan(row["htmp_kappa"])
     assert row["htmp_status"].startswith("failed: ")        # with its reason, never a silent NaN row
 
 
