@@ -73,3 +73,26 @@ def test_rank_loss_counts_numerical_zeros():
 def test_bad_dtype_is_a_clear_error():
     with pytest.raises(OptionError, match="float16"):
         weight_spectrum(torch.ones(3, 3), dtype="float16")
+
+
+@pytest.mark.parametrize("exponent", [70, -75])
+@pytest.mark.parametrize("shape", [(60, 40), (700, 600)])        # torch eigvalsh path and scipy syrk + syevd path
+def test_float32_gram_over_or_underflow_is_rescaled_exactly(exponent, shape):
+    """|w| ~ 2^70 overflows a float32 WᵀW (max ~2^128) and 2^-75 underflows it to zero (min ~2^-149), yet the
+    eigenvalues fit in the float64 result: the power-of-two rescaling returns 4^e times the spectrum of the unscaled
+    matrix, never inf, a LAPACK failure or false rank loss."""
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    s = weight_spectrum(w * 2.0 ** exponent, dtype="float32")
+    ref = svd_evals(w)
+    np.testing.assert_allclose(np.ldexp(s.evals, -2 * exponent), ref, rtol=1e-4, atol=1e-5 * ref[-1])
+    assert s.rank_loss == 0
+
+
+@pytest.mark.parametrize("exponent", [520, -500])
+def test_eigenvalues_beyond_float64_are_an_error_not_zeros(exponent):
+    from hmu_diag.errors import HmuDiagError
+
+    w = torch.randn(60, 40, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * 2.0 ** exponent
+    with pytest.raises(HmuDiagError, match="outside the float64 range"):
+        weight_spectrum(w)
+    assert weight_spectrum(torch.zeros(60, 40, dtype=torch.float64)).rank_loss == 40       # a zero matrix stays zero

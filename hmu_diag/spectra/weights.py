@@ -11,17 +11,26 @@ M ≥ 512 goes through scipy's BLAS ``syrk`` and ``syevd``; smaller ones, batche
 ``zero_tol = λ_max · N · eps(dtype)`` are numerically zero: they are counted in ``rank_loss`` and excluded from tail
 fits (``Spectrum.nonzero``).  Large matrices are reduced to their Gram matrix in row blocks, so the float64 working
 set is bounded by ``M² + block·M`` numbers, not ``N·M``.
+
+Range: WᵀW squares the entries, so weights beyond ~1e154 (float64; ~1e19 in float32) overflow it and weights below
+~1e-146 (~1e-16) underflow it to zero, which would read as rank loss.  When the result shows either (the eigensolver
+fails, λ_max is not finite, 0 < λ_max < tiny/eps of the dtype, or λ_max = 0 for a nonzero W), W is scaled by the power of two 2^-e that brings
+max|W| into [1/2, 1) - exact in binary floating point - and the eigenvalues are scaled back by 4^e in float64.  Normal
+weights never take this path (it costs nothing unless triggered); eigenvalues that float64 cannot hold (λ_max
+above ~1e308 or below ~1e-292) raise :class:`~hmu_diag.errors.HmuDiagError`, which the layer's row reports.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import math
 
 import numpy as np
 import scipy.linalg
 import torch
 from scipy.linalg.blas import get_blas_funcs
 
-from ..errors import OptionError
+from ..errors import HmuDiagError, OptionError
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 _GRAM_BLOCK_ROWS = 8192
@@ -144,14 +153,45 @@ def weight_spectrum(matrices: torch.Tensor, *, dtype: str | torch.dtype = "float
     tdtype = resolve_dtype(dtype)
     b, rows, cols = matrices.shape
     n, m = max(rows, cols), min(rows, cols)
-    if b == 1 and m >= _SCIPY_MIN_M and torch.device(device).type == "cpu":
-        values = np.sort(_lapack_eigvalsh(matrices[0], tdtype).astype(np.float64))
-    else:
-        evals = torch.linalg.eigvalsh(gram(matrices, dtype=tdtype, device=device))
-        values = np.sort(evals.reshape(-1).to("cpu", torch.float64).numpy())
+    finfo = torch.finfo(tdtype)
+    try:
+        values = _gram_eigenvalues(matrices, tdtype, device)
+        top = float(values[-1])
+        in_range = math.isfinite(top) and not 0.0 < top < finfo.tiny / finfo.eps
+        if top <= 0.0:                                # a zero matrix, or one whose Gram underflowed to zero
+            in_range = not bool(torch.any(matrices != 0))
+    except (np.linalg.LinAlgError, torch.linalg.LinAlgError):   # syevd fails on an overflowed (inf) Gram matrix
+        in_range = False
+    if not in_range:
+        values = _rescaled_gram_eigenvalues(matrices, tdtype, device)
     zero_tol = zero_tolerance(values, n, tdtype)
     return Spectrum(evals=values, N=n, M=m, n_matrices=b, dtype=dtype_name(tdtype), zero_tol=zero_tol,
                     trace=float(values.sum()))
+
+
+def _gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype, device: str | torch.device) -> np.ndarray:
+    """Ascending float64 eigenvalues of the smaller Gram matrices of a (B, rows, cols) batch, pooled."""
+    b, rows, cols = matrices.shape
+    if b == 1 and min(rows, cols) >= _SCIPY_MIN_M and torch.device(device).type == "cpu":
+        return np.sort(_lapack_eigvalsh(matrices[0], dtype).astype(np.float64))
+    evals = torch.linalg.eigvalsh(gram(matrices, dtype=dtype, device=device))
+    return np.sort(evals.reshape(-1).to("cpu", torch.float64).numpy())
+
+
+def _rescaled_gram_eigenvalues(matrices: torch.Tensor, dtype: torch.dtype, device: str | torch.device) -> np.ndarray:
+    """:func:`_gram_eigenvalues` of ``2^-e W`` scaled back by ``4^e``, with ``max|W| = f 2^e``, f in [1/2, 1) (module
+    docstring: the power-of-two scaling is exact, so only the Gram's over- or underflow is removed)."""
+    amax = float(matrices.detach().abs().amax())
+    if amax == 0.0 or not math.isfinite(amax):
+        return _gram_eigenvalues(matrices, dtype, device)           # nothing to rescale: zeros (or NaN/Inf input)
+    e = math.frexp(amax)[1]
+    with np.errstate(over="ignore", under="ignore"):
+        values = np.ldexp(_gram_eigenvalues(matrices * 2.0 ** -e, dtype, device), 2 * e)
+    f64 = np.finfo(np.float64)
+    if not f64.tiny / f64.eps <= values[-1] < np.inf:
+        raise HmuDiagError(f"the eigenvalues lie outside the float64 range (largest |w| = {amax:.3g}): rescale the "
+                           "weights")
+    return values
 
 
 def dtype_name(dtype: torch.dtype) -> str:
