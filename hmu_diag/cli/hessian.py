@@ -5,7 +5,7 @@ import argparse
 
 from ..choices import LOSSES
 from ..errors import OptionError
-from .jacobian import add_model_arguments, load_inputs, print_table, write_csv
+from .jacobian import add_model_arguments, load_inputs, model_errors_explained, print_table, write_csv
 
 HELP = "top-k eigenvalues (residual-checked Lanczos), SLQ density and Hutchinson trace of the loss Hessian"
 
@@ -65,17 +65,19 @@ def run(args: argparse.Namespace) -> int:
     from ..spectra.hessian import argmax_labels, hessian_spectrum, loss_function
     model = load_model(args.model, args.checkpoint, trust_pickle=args.trust_pickle)
     data = load_inputs(args)
-    if args.labels == "argmax":
-        targets = argmax_labels(model, data.inputs, args.output)
-    elif data.targets is None:
-        raise OptionError(f"--data {data.name}: has no targets; use --labels argmax")
-    else:
-        targets = data.targets
-    pairs = (batches(data.inputs, targets, args.batch_size) if args.batch_size else [(data.inputs, targets)])
-    spec = hessian_spectrum(model, loss_function(args.loss, args.output), pairs, params=args.params,
-                            top_k=args.top_k, tol=args.tol, method=args.method, density=args.density,
-                            n_probes=args.n_probes, n_steps=args.n_steps, trace=args.trace,
-                            trace_probes=args.trace_probes, device=args.device, dtype=args.dtype, seed=args.seed)
+    with model_errors_explained(args, model, data):
+        if args.labels == "argmax":
+            targets = argmax_labels(model, data.inputs, args.output)
+        elif data.targets is None:
+            raise OptionError(f"--data {data.name}: has no targets; use --labels argmax")
+        else:
+            targets = data.targets
+        pairs = (batches(data.inputs, targets, args.batch_size) if args.batch_size else [(data.inputs, targets)])
+        spec = hessian_spectrum(model, loss_function(args.loss, args.output), pairs, params=args.params,
+                                top_k=args.top_k, tol=args.tol, method=args.method, density=args.density,
+                                n_probes=args.n_probes, n_steps=args.n_steps, trace=args.trace,
+                                trace_probes=args.trace_probes, device=args.device, dtype=args.dtype,
+                                seed=args.seed)
     df = spec.to_frame(args.model)
     paths = [write_csv(df, args.outdir, "hessian.csv"),
              write_csv(pd.DataFrame({"rank": range(1, spec.evals.size + 1), "eigenvalue": spec.evals,

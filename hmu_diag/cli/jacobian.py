@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..choices import BUILTINS
-from ..errors import OptionError
+from ..errors import HmuDiagError, OptionError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from torch import nn
 
     from ..data import Dataset
 
@@ -69,6 +72,38 @@ def load_inputs(args: argparse.Namespace) -> Dataset:
     return load_data(args.data, n=args.n_samples, shape=shape, seed=args.seed)
 
 
+def forward_error(model: nn.Module, data: Dataset) -> str | None:
+    """Why one forward pass of ``model`` (eval mode, no grad) on the first input fails, as "<Error>: <message>", or
+    None when it runs.  The input is cast to the model's floating dtype, as the spectrum functions do."""
+    import torch
+
+    from ..model_io import eval_mode
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    x = data.inputs[:1].to(floats[0]) if floats else data.inputs[:1]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    except Exception as exc:          # the model's own code: any error means these inputs do not fit it
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+@contextlib.contextmanager
+def model_errors_explained(args: argparse.Namespace, model: nn.Module, data: Dataset) -> Iterator[None]:
+    """Turn a failure inside the spectrum computation into one line when its cause is that the model cannot run on
+    the --data inputs (wrong shape or type); any other error propagates unchanged.  Costs nothing unless it fails."""
+    try:
+        yield
+    except HmuDiagError:
+        raise
+    except Exception:
+        why = forward_error(model, data)
+        if why is None:
+            raise
+        raise OptionError(f"--model {args.model}: its forward pass fails on --data {data.name} (one input has shape "
+                          f"{tuple(data.inputs.shape[1:])}): {why}; reshape the inputs with --input-shape") from None
+
+
 def print_table(df: pd.DataFrame, columns: list[str], stream=None) -> None:
     """The chosen columns of ``df`` as a plain-text table on ``stream`` (default: the current sys.stdout)."""
     import pandas as pd
@@ -110,11 +145,12 @@ def run(args: argparse.Namespace) -> int:
     data = load_inputs(args)
     name = Path(args.model).name if Path(args.model).is_file() else args.model
     common = dict(method=args.method, k=args.k, device=args.device, dtype=args.dtype, seed=args.seed)
-    spec = jacobian_spectrum(model, data.inputs, output=args.output, per_input=args.per_input, **common)
-    frames = [spec.to_frame(name)]
-    if args.layers is not None:
-        layers = [s for s in args.layers.split(",") if s] or None
-        frames.append(layer_jacobian_spectra(model, data.inputs, layers=layers, **common).to_frame(name))
+    with model_errors_explained(args, model, data):
+        spec = jacobian_spectrum(model, data.inputs, output=args.output, per_input=args.per_input, **common)
+        frames = [spec.to_frame(name)]
+        if args.layers is not None:
+            layers = [s for s in args.layers.split(",") if s] or None
+            frames.append(layer_jacobian_spectra(model, data.inputs, layers=layers, **common).to_frame(name))
     df = pd.concat(frames, ignore_index=True)
     path = write_csv(df, args.outdir, "jacobian.csv")
     print_table(df, TABLE_COLUMNS)
