@@ -48,6 +48,12 @@ Notes:
   power-law exponent alpha is scale-free and unaffected; WeightWatcher's lambda_max is 0.5 x ours and its
   log_norm / log_spectral_norm are ours + log10(0.5) = ours - 0.301 (checked in tests/test_walk.py)
   [weightwatcher.md §2.1, htsr_literature.md §4.5].
+* Tied weights (an LM head sharing the token embedding, ``lm_head.weight is wte.weight``): a tensor with the same
+  storage (the same live storage object, not just an address a freed tensor of a streamed file may have left),
+  offset, shape, strides and dtype as an earlier one is the same matrix; it is analysed once, at its first name, and
+  every later name is a skip record "tied to <first name> (the same tensor)", so the matrix enters model summaries
+  at most once (with the first name's kind).  Files that store a tied tensor once (safetensors ``save_model``) have
+  nothing to detect.
 * GPT-NeoX/Falcon ``query_key_value`` is NOT split: its rows interleave q, k, v per head, so thirds of the
   rows would not be q, k, v; it is analysed whole as a linear layer.
 * An LSTM with ``proj_size`` in a bare state dict has weight_hh rows/cols not in {1, 3, 4}; it is then not
@@ -60,6 +66,7 @@ Notes:
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -262,6 +269,29 @@ def _rnn_key(record: TensorRecord) -> tuple[str, str, str] | None:
     return (owner, match["suffix"], match["which"]) if match else None
 
 
+class _TiedTensors:
+    """The first name of every matrix seen so far, by storage and view (module docstring: tied weights).
+
+    Holds weak references only: a storage freed by a streaming loader is forgotten, so a later tensor that happens to
+    get its address is not mistaken for it, and no tensor is kept alive."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple, tuple[weakref.ref, str]] = {}
+
+    def first_name(self, record: TensorRecord) -> str | None:
+        """The name of the earlier record whose tensor is this one, or None (and this one is remembered)."""
+        t = record.tensor
+        if t.is_meta or t.ndim < 2 or t.numel() == 0:
+            return None
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t.device)
+        seen = self._seen.get(key)
+        if seen is not None and seen[0]() is storage:
+            return seen[1]
+        self._seen[key] = (weakref.ref(storage), record.name)
+        return None
+
+
 def walk(records: Iterable[TensorRecord], *, conv: str = "flat", min_evals: int = 10) -> Iterator[LayerMatrix]:
     """Turn named tensors into LayerMatrix records (analysable or skipped), following the rules table.
 
@@ -277,7 +307,12 @@ def walk(records: Iterable[TensorRecord], *, conv: str = "flat", min_evals: int 
         raise OptionError(f"min_evals={min_evals!r}: expected a positive integer")
     hints: dict[tuple[str, str], str | None] = {}
     pending: dict[tuple[str, str], TensorRecord] = {}
+    ties = _TiedTensors()
     for record in records:
+        tied_to = ties.first_name(record)
+        if tied_to is not None:
+            yield _skip(record, f"tied to {tied_to} (the same tensor)")
+            continue
         key = _rnn_key(record)
         if key is None:
             yield from _layer_matrices(record, conv, min_evals, None)

@@ -376,3 +376,45 @@ def test_layer_names():
     assert layer_name("attn.in_proj_weight") == "attn.in_proj"
     assert layer_name("lstm.weight_hh_l0") == "lstm.weight_hh_l0"
     assert layer_name("fc.bias") == "fc.bias"
+
+
+class _TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(200, 32)
+        self.h = nn.Linear(32, 32)
+        self.lm_head = nn.Linear(32, 200, bias=False)
+        self.lm_head.weight = self.wte.weight                 # GPT-2-style tying
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_tied_weights_are_analysed_once(tmp_path, as_file):
+    from hmu_diag import analyze, summarize
+
+    model = _TiedLM()
+    source = model
+    if as_file:                                               # torch.save keeps the sharing
+        torch.save(model.state_dict(), tmp_path / "tied.pt")
+        source = tmp_path / "tied.pt"
+    df = analyze(source, htmp=False).set_index("layer")
+    assert df.loc["wte", "status"] == "ok" and df.loc["wte", "kind"] == "embedding"
+    assert df.loc["lm_head", "status"] == "skipped: tied to wte.weight (the same tensor)"
+    summary = summarize(df.reset_index()).iloc[0]            # the tied matrix counts once, as the embedding it is
+    assert summary["n_ok"] == 2 and summary["n_excluded"] == 1 and summary["alpha"] == df.loc["h", "alpha"]
+
+
+def test_a_streamed_tensor_reusing_a_freed_address_is_not_tied():
+    """A streaming loader frees each tensor after use, and the allocator hands the address to a later tensor of the same
+    shape: same data_ptr, offset, shape and strides, but a different (new) storage - not the same matrix."""
+    pointers = []
+
+    def stream():
+        for i in range(6):
+            t = torch.randn(30, 20)
+            pointers.append(t.data_ptr())
+            yield rec(f"l{i}.weight", t)
+            del t
+
+    reasons = [m.skip_reason for m in walk(stream())]
+    assert len(set(pointers)) < len(pointers), "the allocator reused no address: this test saw nothing"
+    assert reasons == [None] * 6
