@@ -380,6 +380,7 @@ def test_bootstrap_p_value():
     ([np.nan, np.inf, -1.0, 0.0, -np.inf], "fewer than 2"),
     ([1.0, 2.0, 3.0], "distinct"),                 # powerlaw needs 2 candidates (WW's small-N rule fits it)
     ([-5.0, 1.0, 1.0, np.nan], "identical"),
+    (1.0 + 1e-15 * np.arange(200), "identical to within 1e-09 relative"),  # an orthogonal matrix's ESD: rounding only
 ])
 def test_failures_never_raise_and_never_give_numbers(values, why):
     fits = [fit_power_law(values), fit_power_law(values, fix_fingers="clip_xmax"), fit_power_law(values, n_boot=5)]

@@ -59,6 +59,7 @@ _LOG_TINY = math.log(10.0 ** -307)   # powerlaw's floor for a zero likelihood (1
 _NM_CLOSED_FORM = (1.5, 3.0)         # powerlaw 2.0.0 uses the closed form only for alpha0 in (1.5, 3]
 _WW_SMALL_N = 20                     # WWFit switches to fit_powerlaw_smallN below this many values
 _WW_SMALL_N_KMIN = 8
+_FLAT_SPREAD = 1e-9                  # max/min - 1 below this: a flat spectrum, refused (rounding noise is no tail)
 _REPLAY_ALL = False                  # tests: replay scipy's Nelder-Mead instead of the shortcut it justifies
 
 
@@ -363,6 +364,10 @@ def _fit_once(x, *, n_dropped, xmin, xmax, lo, hi, xmin_window, min_tail, method
         return _failed(f"fewer than 2 positive finite values ({n})", n, n_dropped, method, fix_fingers)
     if x[0] == x[-1]:
         return _failed(f"all {n} values are identical ({x[0]:g})", n, n_dropped, method, fix_fingers)
+    if x[-1] <= x[0] * (1.0 + _FLAT_SPREAD):      # any "tail" is rounding noise: alpha would exceed 1/_FLAT_SPREAD
+        return _failed(f"all {n} values are identical to within {_FLAT_SPREAD:g} relative (max/min - 1 = "
+                       f"{x[-1] / x[0] - 1.0:.1e}): a flat spectrum (e.g. of an orthogonal matrix) has no tail",
+                       n, n_dropped, method, fix_fingers)
     common = dict(n=n, n_dropped=n_dropped, method=method, fix_fingers=fix_fingers)
     if xmax is not None:
         x = x[x <= xmax]
