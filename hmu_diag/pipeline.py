@@ -4,6 +4,7 @@ Only this module knows the order of the stages.  :func:`analyze` is the main ent
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
 
@@ -32,6 +33,8 @@ class AnalyzeOptions:
 
     conv : "flat" (conv kernels as out × in·k…) or "slices" (WeightWatcher's pooled per-kernel-position slices).
     min_evals : layers with fewer eigenvalues are skipped (reported with the reason).
+    layers : regular expression; only layers whose name it matches (``re.search``) are analysed, the others are rows
+        "skipped: not selected (layers=...)".  None: every layer.
     dtype : "float64" or "float32", the type the ESD is computed in.
     device : torch device for the eigensolver.
     htmp : add the HTMP / Marchenko-Pastur columns.
@@ -47,6 +50,7 @@ class AnalyzeOptions:
 
     conv: str = "flat"
     min_evals: int = 10
+    layers: str | None = None
     dtype: str = "float64"
     device: str = "cpu"
     htmp: bool = True
@@ -74,6 +78,11 @@ class AnalyzeOptions:
             raise OptionError(f"n_boot={self.n_boot!r}: must be a non-negative integer")
         if int(self.min_evals) < 2:
             raise OptionError(f"min_evals={self.min_evals}: must be at least 2")
+        if self.layers is not None:
+            try:
+                re.compile(self.layers)
+            except (re.error, TypeError) as exc:
+                raise OptionError(f"layers={self.layers!r}: not a regular expression ({exc})") from None
         resolve_dtype(self.dtype)
 
 
@@ -121,9 +130,12 @@ def layer_spectrum(lm: LayerMatrix, options: AnalyzeOptions) -> Spectrum:
 def iter_model_layers(source: Any, options: AnalyzeOptions, *,
                       trust_pickle: bool = False) -> Iterator[tuple[ModelRef, LayerMatrix]]:
     """(model, layer matrix) for every matrix of every model in ``source``, streamed one tensor at a time."""
+    selected = re.compile(options.layers).search if options.layers is not None else None
     for ref in list_models(source, trust_pickle=trust_pickle):
         records = iter_tensors(ref.source, trust_pickle=trust_pickle)
         for lm in walk(records, conv=options.conv, min_evals=options.min_evals):
+            if selected is not None and not is_skipped(lm) and not selected(lm.layer):
+                lm = replace(lm, matrices=None, skip_reason=f"not selected (layers={options.layers!r})")
             yield ref, lm
 
 
@@ -165,7 +177,8 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[known + [c for c in frame.columns if c not in known]]
 
 
-def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str = "float64", device: str = "cpu",
+def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str | None = None,
+            dtype: str = "float64", device: str = "cpu",
             htmp: bool = True, xmax: float | None = None, fix_fingers: str | None = None, n_boot: int = 0,
             seed: int = 0,
             htmp_orientation: str = "auto", spectrum: str = "exact", top_k: int = 128,
@@ -180,6 +193,8 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
         ``*.safetensors.index.json``, TorchScript) or a directory of checkpoints (one model each).
     conv : "flat" (default; conv kernels viewed as out × in·k…) or "slices" (WeightWatcher-compatible pooled slices).
     min_evals : matrices with fewer eigenvalues are skipped, with the reason in ``status``.
+    layers : regular expression selecting the layers to analyse by name (``re.search``, e.g. ``"attn"`` or
+        ``r"^h\.(0|11)\."``); the others are rows ``skipped: not selected (...)``.  None (default): every layer.
     dtype : "float64" (default) or "float32": the type the ESD is computed in (reported in column ``dtype``).
     device : torch device of the eigensolver ("cpu", "cuda").
     htmp : also fit Marchenko-Pastur and HTMP and add their columns.
@@ -208,9 +223,9 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, dtype: str 
     DataFrame with the identity columns ``model, layer, kind, part, param, shape, view, source, status`` and the metric
     columns of :func:`hmu_diag.metrics.esd_row`.  ``status`` is "ok", "skipped: <reason>" or "failed: <reason>".
     """
-    options = AnalyzeOptions(conv=conv, min_evals=min_evals, dtype=dtype, device=device, htmp=htmp,
-                             htmp_orientation=htmp_orientation, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed,
-                             spectrum=spectrum, top_k=top_k)
+    options = AnalyzeOptions(conv=conv, min_evals=min_evals, layers=layers, dtype=dtype, device=device, htmp=htmp,
+                             htmp_orientation=htmp_orientation, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot,
+                             seed=seed, spectrum=spectrum, top_k=top_k)
     if executor not in EXECUTORS:
         raise OptionError(f"executor={executor!r}: choose one of {', '.join(EXECUTORS)}")
     cache = ResultCache(cache_dir) if cache_dir is not None else None

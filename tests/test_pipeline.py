@@ -39,6 +39,18 @@ def test_one_row_per_tensor_with_reasons():
     assert (df["source"] == "weights").all() and (df.loc[df.status == "ok", "dtype"] == "float64").all()
 
 
+def test_layers_regex_selects_what_is_analysed_and_lists_the_rest():
+    everything = analyze(small_model(), htmp=False).set_index("layer")
+    chosen = analyze(small_model(), htmp=False, layers=r"^[13]$").set_index("layer")
+    assert list(chosen.index) == list(everything.index)                     # every tensor still has its row
+    assert chosen.loc["3", "alpha"] == everything.loc["3", "alpha"] and chosen.loc["1", "status"] == "ok"
+    assert chosen.loc["0", "status"] == "skipped: not selected (layers='^[13]$')"   # analysable, not chosen
+    assert chosen.loc["1.bias", "status"] == "skipped: 1-D tensor"             # its own reason comes first
+    assert chosen.loc["5", "status"] == everything.loc["5", "status"]          # (too few eigenvalues)
+    with pytest.raises(OptionError, match="not a regular expression"):
+        analyze(small_model(), layers="(")
+
+
 def test_alpha_is_the_fit_of_the_exact_svd_spectrum():
     model = small_model()
     df = analyze(model, htmp=False).set_index("layer")

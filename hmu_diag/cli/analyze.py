@@ -47,6 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "per-position in × out slices (slices)")
     p.add_argument("--min-evals", type=int, default=10, metavar="N",
                    help="skip matrices with fewer than N eigenvalues (default: %(default)s)")
+    p.add_argument("--layers", metavar="REGEX",
+                   help="analyse only the layers whose name matches REGEX (Python re.search), e.g. 'attn' or "
+                        "'^h\\.(0|11)\\.'; the others are listed as 'skipped: not selected' (default: every layer)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                    help="precision of the eigenvalues (default: %(default)s; float32 is faster)")
     p.add_argument("--device", default="cpu", help="torch device for eigenvalues, e.g. cuda (default: %(default)s)")
@@ -101,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
     from ..output import write_layers, write_summary
     from ..pipeline import analyze
     from ..summary import summarize
-    layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, dtype=args.dtype, device=args.device,
-                     htmp=args.htmp, htmp_orientation=args.htmp_orientation, fix_fingers=args.fix_fingers,
-                     n_boot=args.n_boot, seed=args.seed, spectrum=args.spectrum, top_k=args.top_k,
-                     trust_pickle=args.trust_pickle, progress=sys.stderr.isatty(), **execution_kwargs(args))
+    layers = analyze(args.path, conv=args.conv, min_evals=args.min_evals, layers=args.layers, dtype=args.dtype,
+                     device=args.device, htmp=args.htmp, htmp_orientation=args.htmp_orientation,
+                     fix_fingers=args.fix_fingers, n_boot=args.n_boot, seed=args.seed, spectrum=args.spectrum,
+                     top_k=args.top_k, trust_pickle=args.trust_pickle, progress=sys.stderr.isatty(),
+                     **execution_kwargs(args))
     table = write_layers(layers, args.outdir, args.format)
     summary = summarize(layers)
     options = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
