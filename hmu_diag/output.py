@@ -1,4 +1,10 @@
-"""Writing result tables: the per-layer table (CSV / JSON / Parquet) and the model summary (JSON)."""
+"""Writing result tables: the per-layer table (CSV / JSON / Parquet) and the model summary (JSON).
+
+JSON has no infinity and no NaN, and the two mean different things here (``htmp_kappa = inf``: indistinguishable
+from Marchenko-Pastur; NaN: not fitted), so JSON files write +-inf as the strings ``"inf"`` / ``"-inf"`` and NaN as
+``null``; every finite float is written at full precision (``repr``), so it reads back exactly.  CSV and Parquet
+keep inf and NaN as such.
+"""
 from __future__ import annotations
 
 import json
@@ -22,7 +28,8 @@ def write_layers(layers: pd.DataFrame, outdir: str | Path, fmt: str = "csv") -> 
     if fmt == "csv":
         layers.to_csv(path, index=False)
     elif fmt == "json":
-        layers.to_json(path, orient="records", indent=1)
+        records = [{k: _plain(v) for k, v in row.items()} for row in layers.to_dict(orient="records")]
+        path.write_text(json.dumps(records, indent=1))
     else:
         try:
             layers.to_parquet(path, index=False)
@@ -32,11 +39,11 @@ def write_layers(layers: pd.DataFrame, outdir: str | Path, fmt: str = "csv") -> 
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-safe scalar (NaN/inf → None)."""
+    """A strict-JSON scalar: numpy scalars as Python ones, NaN (and None) as None, +-inf as "inf" / "-inf"."""
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
 
 
