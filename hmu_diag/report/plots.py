@@ -118,6 +118,14 @@ def esd_figure(evals: np.ndarray, row: Mapping, *, title: str) -> tuple[bytes, l
     return to_png(fig), notes
 
 
+def _plain_log_ticks(ax) -> None:
+    """Log-scale y tick labels as plain numbers (1, 2, 3, 5, 10, 20, ...) instead of 2x10^0 ...; minor ticks are
+    labelled at leading digits 2, 3 and 5 only, so that they do not overlap."""
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else ""))
+
+
 def depth_figure(layers: pd.DataFrame, *, title: str = "") -> bytes:
     """α by layer index (one line per model), with the random-matrix baseline band when present (single model);
     κ on a second panel when the table has ``htmp_kappa``."""
@@ -139,11 +147,13 @@ def depth_figure(layers: pd.DataFrame, *, title: str = "") -> bytes:
     ax_a.axhspan(2, 6, color="C2", alpha=0.06, lw=0)
     ax_a.set_ylabel("α")
     ax_a.set_yscale("log")
+    _plain_log_ticks(ax_a)
     if layers["model"].nunique() <= 12:
         ax_a.legend(fontsize=7, frameon=False, ncol=2)
     if has_kappa:
         axes[1, 0].set_ylabel("HTMP κ")
         axes[1, 0].set_yscale("log")
+        _plain_log_ticks(axes[1, 0])
     axes[-1, 0].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     names = layers.loc[layers["status"].astype(str).eq("ok"), "layer"].astype(str)
     if layers["model"].nunique() == 1 and 0 < len(names) <= 40:
