@@ -12,7 +12,7 @@ import pandas as pd
 
 from .cache import ResultCache, result_key, source_fingerprint
 from .choices import CONV_MODES
-from .errors import OptionError, failed_status
+from .errors import CheckpointError, OptionError, failed_status
 from .executors import EXECUTORS, TaskFailure, run_tasks
 from .load import ModelRef, iter_tensors, list_models
 from .htmp_metrics import COLUMNS as HTMP_COLUMNS
@@ -129,14 +129,25 @@ def layer_spectrum(lm: LayerMatrix, options: AnalyzeOptions) -> Spectrum:
 
 def iter_model_layers(source: Any, options: AnalyzeOptions, *,
                       trust_pickle: bool = False) -> Iterator[tuple[ModelRef, LayerMatrix]]:
-    """(model, layer matrix) for every matrix of every model in ``source``, streamed one tensor at a time."""
+    """(model, layer matrix) for every matrix of every model in ``source``, streamed one tensor at a time.
+
+    A source of one model raises its :class:`~hmu_diag.errors.CheckpointError`.  In a source of several (a directory,
+    e.g. a training run's folder beside ``optimizer.pt`` or ``training_args.bin``) a file that cannot be read as a
+    model is one record, ``"not read as a model: <why>"`` with kind ``file``, and the other models are analysed.
+    """
     selected = re.compile(options.layers).search if options.layers is not None else None
-    for ref in list_models(source, trust_pickle=trust_pickle):
-        records = iter_tensors(ref.source, trust_pickle=trust_pickle)
-        for lm in walk(records, conv=options.conv, min_evals=options.min_evals):
-            if selected is not None and not is_skipped(lm) and not selected(lm.layer):
-                lm = replace(lm, matrices=None, skip_reason=f"not selected (layers={options.layers!r})")
-            yield ref, lm
+    refs = list_models(source, trust_pickle=trust_pickle)
+    for ref in refs:
+        try:
+            records = iter_tensors(ref.source, trust_pickle=trust_pickle)
+            for lm in walk(records, conv=options.conv, min_evals=options.min_evals):
+                if selected is not None and not is_skipped(lm) and not selected(lm.layer):
+                    lm = replace(lm, matrices=None, skip_reason=f"not selected (layers={options.layers!r})")
+                yield ref, lm
+        except CheckpointError as exc:
+            if len(refs) == 1:
+                raise
+            yield ref, LayerMatrix("", "file", "", "", (), "", None, f"not read as a model: {exc}")
 
 
 def iter_layers(source: Any, options: AnalyzeOptions, *, trust_pickle: bool = False) -> Iterator[tuple[str, LayerMatrix]]:

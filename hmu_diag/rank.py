@@ -173,8 +173,8 @@ def model_metrics(layers: pd.DataFrame, *, exclude_kinds: Iterable[str] = ("embe
 
 def architecture_signature(layers: pd.DataFrame, *, exclude_kinds: Iterable[str] = ("embedding",)) -> pd.Series:
     """Per model, the sorted tuple of (kind, shape) of its analysed weight matrices: equal signatures = same
-    architecture up to layer names."""
-    rows = layers[~layers["kind"].isin(tuple(exclude_kinds))]
+    architecture up to layer names.  Files of a folder that were not read as models (kind ``file``) have none."""
+    rows = layers[~layers["kind"].isin((*exclude_kinds, "file"))]
     if "source" in rows:
         rows = rows[rows["source"].fillna("weights").eq("weights")]
     return rows.groupby("model", sort=False).apply(

@@ -302,3 +302,28 @@ def test_cli_table_names_why_htmp_columns_are_missing():
     assert "  1 tensor(s) skipped: 1-D tensor" in lines
     assert "  2 layer(s) HTMP failed: fewer than 10 positive eigenvalues (4)" in lines
     assert not any("HTMP ok" in line for line in lines)
+
+
+def test_a_folder_with_files_that_are_not_models_still_analyses_the_models(tmp_path):
+    """A training run's folder: a checkpoint beside a config-like pickle without tensors, a truncated file and a text
+    file.  Each unreadable file is one row saying why; the model is analysed; a single unreadable file still raises."""
+    from hmu_diag.errors import CheckpointError
+
+    torch.save({"fc.weight": torch.randn(40, 30)}, tmp_path / "model.pt")
+    torch.save({"step": 10, "lr": 0.1}, tmp_path / "training_args.bin")
+    good = (tmp_path / "model.pt").read_bytes()
+    (tmp_path / "broken.pt").write_bytes(good[: len(good) // 2])
+    (tmp_path / "notes.pt").write_text("hello")
+    df = analyze(tmp_path, htmp=False).set_index("model")
+    assert df.loc["model.pt", "status"] == "ok"
+    files = df[df["kind"].eq("file")]
+    assert sorted(files.index) == ["broken.pt", "notes.pt", "training_args.bin"]
+    assert files.loc["training_args.bin", "status"].startswith("skipped: not read as a model: ")
+    assert "no tensors found" in files.loc["training_args.bin", "status"]
+    assert "truncated or corrupt" in files.loc["broken.pt", "status"]
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        analyze(tmp_path / "broken.pt")
+    import importlib
+    ranking = importlib.import_module("hmu_diag.rank").rank(tmp_path, htmp=False, baseline=False)
+    assert ranking.models.loc["model.pt", "rank"] == 1 and ranking.models["rank"].notna().sum() == 1
+    assert not any("architectures" in w for w in ranking.warnings)        # unread files have no architecture

@@ -91,8 +91,10 @@ def print_table(layers: pd.DataFrame, stream=None) -> None:
     skipped = layers["status"].astype(str).str.startswith("skipped")
     with pd.option_context("display.max_rows", 500, "display.width", 160, "display.max_colwidth", 40):
         print(layers.loc[~skipped, cols].to_string(index=False, float_format=lambda v: f"{v:.3g}"), file=stream)
-    for reason, count in layers.loc[skipped, "status"].value_counts().items():
-        print(f"  {count} tensor(s) {reason}", file=stream)
+    files = layers["kind"].eq("file")                   # whole checkpoint files of a folder that were not read
+    for what, rows in (("tensor(s)", skipped & ~files), ("file(s)", skipped & files)):
+        for reason, count in layers.loc[rows, "status"].value_counts().items():
+            print(f"  {count} {what} {reason}", file=stream)
     if "htmp_status" in layers:                         # analysed layers whose HTMP columns are NaN or partial
         htmp_status = layers.loc[~skipped, "htmp_status"].dropna().astype(str)
         for reason, count in htmp_status[htmp_status.ne("ok")].value_counts().items():
