@@ -86,3 +86,29 @@ def test_bad_index(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text("{not json")
     with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json: not a shard index"):
         list_models(tmp_path)
+
+
+def test_hugging_face_folder_with_both_formats_is_one_model(tmp_path):
+    """``model.safetensors`` (here sharded with an index) beside ``pytorch_model.bin``: the same weights saved twice.
+    The safetensors copy is read; the .bin gets a row saying why it was not; a lone .bin elsewhere is read."""
+    from hmu_diag import analyze
+    from hmu_diag.load.records import DuplicateCheckpoint
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    write_shards(hf, sd(0), "model", 2, index=True)
+    torch.save(sd(0), hf / "pytorch_model.bin")
+    (tmp_path / "old").mkdir()
+    torch.save(sd(1), tmp_path / "old" / "pytorch_model.bin")
+    refs = {r.name: r for r in list_models(tmp_path)}
+    assert sorted(refs) == ["hf/model.safetensors", "hf/pytorch_model.bin", "old/pytorch_model.bin"]
+    assert isinstance(refs["hf/pytorch_model.bin"].source, DuplicateCheckpoint)
+    assert not isinstance(refs["old/pytorch_model.bin"].source, DuplicateCheckpoint)
+    assert [r.name for r in iter_tensors(hf)] == list(sd(0))          # the folder alone is one model
+    df = analyze(tmp_path, htmp=False)
+    dup = df[df["model"].eq("hf/pytorch_model.bin")]
+    assert list(dup["status"]) == ["skipped: not read as a model: hf/pytorch_model.bin: the same weights as "
+                                   "hf/model.safetensors (Hugging Face saves both; like transformers, hmu-diag reads "
+                                   "the safetensors copy)"]
+    assert df[df["model"].eq("hf/model.safetensors")]["status"].eq("ok").sum() == 4
+    assert df[df["model"].eq("old/pytorch_model.bin")]["status"].eq("ok").sum() == 4

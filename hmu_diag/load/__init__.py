@@ -29,7 +29,7 @@ import torch
 from hmu_diag.errors import CheckpointError
 from hmu_diag.load.discover import discover
 from hmu_diag.load.module import records_from_object
-from hmu_diag.load.records import ModelRef, TensorRecord
+from hmu_diag.load.records import DuplicateCheckpoint, ModelRef, TensorRecord
 from hmu_diag.load.safetensors_io import ShardedCheckpoint, iter_safetensors, iter_sharded, sharded_from_index
 from hmu_diag.load.safety import sniff_format
 from hmu_diag.load.torch_pickle import iter_pickle
@@ -70,6 +70,8 @@ def iter_tensors(source: object, *, trust_pickle: bool = False) -> Iterator[Tens
     """
     if isinstance(source, ModelRef):
         source = source.source
+    if isinstance(source, DuplicateCheckpoint):
+        raise CheckpointError(source.why)
     if isinstance(source, ShardedCheckpoint):
         return iter_sharded(source, trust_pickle=trust_pickle)
     if isinstance(source, (torch.nn.Module, Mapping)):
@@ -78,7 +80,7 @@ def iter_tensors(source: object, *, trust_pickle: bool = False) -> Iterator[Tens
         list_models(source)  # raises the "not a model source" error
     path = Path(source)
     if path.is_dir():
-        models = discover(path)
+        models = [m for m in discover(path) if not isinstance(m.source, DuplicateCheckpoint)]
         if len(models) > 1:
             raise CheckpointError(f"{path}: holds {len(models)} models ({', '.join(m.name for m in models[:4])}"
                                   f"{', ...' if len(models) > 4 else ''}); use list_models() and analyse each")

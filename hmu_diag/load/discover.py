@@ -5,13 +5,17 @@ Checkpoint files are recognised by extension (``.pt .pth .bin .ckpt .safetensors
 an ``*.index.json`` and ``-0000i-of-0000n`` file sets are grouped (see
 :mod:`hmu_diag.load.safetensors_io`). A model's name is its path relative to the directory (for a sharded set,
 the index name without ``.index.json`` or ``<stem>.<ext>``).
+
+Hugging Face folders often hold the same weights twice, ``model.safetensors`` and ``pytorch_model.bin`` (each
+possibly sharded).  Like ``transformers``, only the safetensors copy is read; the other is listed as a
+:class:`~hmu_diag.load.records.DuplicateCheckpoint`, so it still gets a row saying why it was not analysed.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from hmu_diag.errors import CheckpointError
-from hmu_diag.load.records import ModelRef
+from hmu_diag.load.records import DuplicateCheckpoint, ModelRef
 from hmu_diag.load.safetensors_io import ShardedCheckpoint, group_shards, natural_key, read_index
 
 CHECKPOINT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".jit", ".torchscript", ".pkl",
@@ -42,7 +46,23 @@ def discover(directory: Path) -> list[ModelRef]:
     if not refs:
         raise CheckpointError(f"{directory}: no checkpoint files found (looked for "
                               f"{' '.join(sorted(CHECKPOINT_SUFFIXES))})")
-    return sorted(refs, key=lambda r: natural_key(r.name))
+    return sorted(_hugging_face_duplicates(refs), key=lambda r: natural_key(r.name))
+
+
+def _hugging_face_duplicates(refs: list[ModelRef]) -> list[ModelRef]:
+    """``<dir>/pytorch_model.bin`` (single or sharded) beside ``<dir>/model.safetensors``: the former becomes a
+    :class:`DuplicateCheckpoint` of the latter (module docstring)."""
+    names = {r.name for r in refs}
+    out = []
+    for ref in refs:
+        parent, _, base = ref.name.rpartition("/")
+        twin = f"{parent}/model.safetensors" if parent else "model.safetensors"
+        if base == "pytorch_model.bin" and twin in names:
+            ref = ModelRef(ref.name, DuplicateCheckpoint(ref.source, f"{ref.name}: the same weights as {twin} "
+                                                         "(Hugging Face saves both; like transformers, hmu-diag reads "
+                                                         "the safetensors copy)"))
+        out.append(ref)
+    return out
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -26,6 +26,16 @@ class TensorRecord:
 
 
 @dataclass(frozen=True)
+class DuplicateCheckpoint:
+    """A checkpoint file that holds the same weights as another one beside it and is not read (``why`` says which);
+    reading it raises :class:`~hmu_diag.errors.CheckpointError` with that reason, which a folder analysis reports as
+    the file's row."""
+
+    path: object
+    why: str
+
+
+@dataclass(frozen=True)
 class ModelRef:
     """One model to analyse: a display ``name`` and the ``source`` to pass to ``iter_tensors`` (a path, a
     :class:`~hmu_diag.load.sharded.ShardedCheckpoint`, or an in-memory object)."""
