@@ -14,16 +14,16 @@ set is bounded by ``M² + block·M`` numbers, not ``N·M``.
 
 Range: WᵀW squares the entries, so weights beyond ~1e154 (float64; ~1e19 in float32) overflow it and weights below
 ~1e-146 (~1e-16) underflow it to zero, which would read as rank loss.  When the result shows either (the eigensolver
-fails, λ_max is not finite, 0 < λ_max < tiny/eps of the dtype, or λ_max = 0 for a nonzero W), W is scaled by the power of two 2^-e that brings
-max|W| into [1/2, 1) - exact in binary floating point - and the eigenvalues are scaled back by 4^e in float64.  Normal
-weights never take this path (it costs nothing unless triggered); eigenvalues that float64 cannot hold (λ_max
-above ~1e308 or below ~1e-292) raise :class:`~hmu_diag.errors.HmuDiagError`, which the layer's row reports.
+fails, λ_max is not finite, 0 < λ_max < tiny/eps of the dtype, or λ_max = 0 for a nonzero W), W is scaled by the
+power of two 2^-e that brings max|W| into [1/2, 1) - exact in binary floating point - and the eigenvalues are scaled
+back by 4^e in float64.  Normal weights never take this path (it costs nothing unless triggered); eigenvalues that
+float64 cannot hold (λ_max above ~1e308 or below ~1e-292) raise :class:`~hmu_diag.errors.HmuDiagError`, which the
+layer's row reports.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
