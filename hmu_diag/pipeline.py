@@ -15,6 +15,7 @@ from .choices import CONV_MODES
 from .errors import CheckpointError, OptionError, failed_status
 from .executors import EXECUTORS, TaskFailure, run_tasks
 from .load import ModelRef, iter_tensors, list_models
+from .load.reparam import effective_weights
 from .htmp_metrics import COLUMNS as HTMP_COLUMNS
 from .metrics import COLUMN_ORDER, esd_row
 from .spectra.approx import tail_spectrum
@@ -139,7 +140,7 @@ def iter_model_layers(source: Any, options: AnalyzeOptions, *,
     refs = list_models(source, trust_pickle=trust_pickle)
     for ref in refs:
         try:
-            records = iter_tensors(ref.source, trust_pickle=trust_pickle)
+            records = effective_weights(iter_tensors(ref.source, trust_pickle=trust_pickle))
             for lm in walk(records, conv=options.conv, min_evals=options.min_evals):
                 if selected is not None and not is_skipped(lm) and not selected(lm.layer):
                     lm = replace(lm, matrices=None, skip_reason=f"not selected (layers={options.layers!r})")

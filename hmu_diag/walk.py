@@ -11,6 +11,8 @@ Rules, applied in this order (first match wins):
 ==  =================================================  ===================================================  ==========
 #   tensor                                             matrix (``matrices`` is a (B, rows, cols) batch)      kind
 ==  =================================================  ===================================================  ==========
+0   the loader's ``skip_reason`` (a part of a weight-  skip with that reason (the effective weight comes     other
+    or spectral-normalised weight)                     as its own record, :mod:`hmu_diag.load.reparam`)
 1   0-D                                                skip "scalar"                                         other
 2   quantised / 8- or 4-bit float / bool / integer /   skip "quantised tensor" / "quantised float dtype ..." /  other
     complex dtype                                      "bool dtype" / ...; fp8/fp4 weights are stored with
@@ -136,8 +138,10 @@ def _skip(record: TensorRecord, reason: str, kind: str = "other", part: str = ""
 
 
 def _early_skip(record: TensorRecord) -> str | None:
-    """Rules 1-6: the reason this tensor is not a weight matrix, or None."""
+    """Rules 0-6: the reason this tensor is not a weight matrix, or None."""
     t = record.tensor
+    if record.skip_reason is not None:
+        return record.skip_reason
     if t.ndim == 0:
         return "scalar"
     if t.is_quantized:

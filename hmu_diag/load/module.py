@@ -45,7 +45,8 @@ def records_from_module(model: torch.nn.Module) -> Iterator[TensorRecord]:
     owners = {name: type(mod).__name__ for name, mod in model.named_modules()}
     buffers = {name for name, _ in model.named_buffers()}
     for name, tensor in model.state_dict(keep_vars=False).items():
-        owner = name.rpartition(".")[0]
+        # a parametrised weight's parts belong to the layer, not to its ParametrizationList
+        owner = name.partition(".parametrizations.")[0] if ".parametrizations." in name else name.rpartition(".")[0]
         yield TensorRecord(clean_name(name), tensor.detach().cpu(), owners.get(owner), name in buffers)
 
 

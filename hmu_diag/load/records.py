@@ -12,13 +12,16 @@ class TensorRecord:
 
     ``name`` is the full parameter name with ``module.`` / ``_orig_mod.`` prefixes stripped; ``tensor`` a CPU
     tensor; ``module_type`` the class name of the owning module when known (nn.Module, TorchScript), else None;
-    ``is_buffer`` True for registered buffers (running stats, constant bases), which are not weights.
+    ``is_buffer`` True for registered buffers (running stats, constant bases), which are not weights;
+    ``skip_reason`` set when the loading stage already knows the tensor is not analysed itself (e.g. a part of a
+    weight-normalised weight, :mod:`hmu_diag.load.reparam`).
     """
 
     name: str
     tensor: torch.Tensor
     module_type: str | None
     is_buffer: bool = False
+    skip_reason: str | None = None
 
     def __repr__(self) -> str:
         return (f"TensorRecord(name={self.name!r}, shape={tuple(self.tensor.shape)}, dtype={self.tensor.dtype}, "

@@ -1,0 +1,97 @@
+"""Weight reparametrisations: the effective weight a layer computes with, rebuilt from the parts a checkpoint stores.
+
+================  ==========================================================  =========================================
+reparametrisation  effective weight                                            stored parts of ``P.weight``
+================  ==========================================================  =========================================
+weight norm        W = g v / ||v||, the norm over every dim but the one g      ``P.weight_g``, ``P.weight_v``, or
+                   keeps (torch's default ``dim=0``: g is (out, 1, ...)); a    ``P.parametrizations.weight.original0``
+                   one-element g (``dim=None``) divides by the whole norm
+                                                                               (g) and ``.original1`` (v)
+spectral norm      W = W0 / sigma, sigma = u^T W0_mat v with W0_mat = W0       ``P.weight_orig``, ``P.weight_u``,
+                   reshaped to (out, -1) and u, v the stored power-iteration   ``P.weight_v``, or
+                   vectors (what torch uses in eval mode)                      ``P.parametrizations.weight.original``,
+                                                                               ``.0._u``, ``.0._v``
+================  ==========================================================  =========================================
+
+Analysing a part instead (v, or the unnormalised W0) would give the wrong spectrum: weight norm rescales every row,
+which changes the shape of the ESD and alpha; spectral norm rescales W, which changes lambda_max and the norms.
+Each part is passed on as a record with ``skip_reason`` "part of P.weight (<name>); analysed as the effective
+weight", and the effective weight as one record named ``P.weight`` as soon as its last part has arrived (parts come
+in any order: a state dict and a name-sorted safetensors file order them differently).  Parts of a set that never
+completes are passed on unchanged at the end, to be analysed as they are.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from hmu_diag.load.records import TensorRecord
+
+#: (reparametrisation, prefix-capturing pattern, role of the part) for every stored part
+_PARTS = (
+    ("weight norm", re.compile(r"(?P<prefix>.*)\.weight_g$"), "g"),
+    ("weight norm", re.compile(r"(?P<prefix>.*)\.weight_v$"), "v"),
+    ("weight norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.original0$"), "g"),
+    ("weight norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.original1$"), "v"),
+    ("spectral norm", re.compile(r"(?P<prefix>.*)\.weight_orig$"), "w0"),
+    ("spectral norm", re.compile(r"(?P<prefix>.*)\.weight_u$"), "u"),
+    ("spectral norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.original$"), "w0"),
+    ("spectral norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.0\._u$"), "u"),
+    ("spectral norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.0\._v$"), "v"),
+)
+_ROLES = {"weight norm": {"g", "v"}, "spectral norm": {"w0", "u", "v"}}
+
+
+def _part(name: str, pending: dict[tuple[str, str], dict[str, TensorRecord]]) -> tuple[str, str, str] | None:
+    """(reparametrisation, prefix, role) of a stored part, or None.  ``P.weight_v`` is weight norm's v unless a
+    spectral-norm set of that prefix is already pending (old-style spectral norm stores ``weight_v`` too)."""
+    for kind, pattern, role in _PARTS:
+        match = pattern.match(name)
+        if match:
+            prefix = match["prefix"]
+            if name.endswith(".weight_v") and (prefix, "spectral norm") in pending:
+                return "spectral norm", prefix, "v"
+            return kind, prefix, role
+    return None
+
+
+def _effective(kind: str, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The effective weight from complete parts (formulas: module docstring), in float64 when the parts are float64,
+    else float32."""
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in parts.values()) else torch.float32
+    if kind == "weight norm":
+        g, v = parts["g"].to(dtype), parts["v"].to(dtype)
+        if g.numel() == 1:
+            return v * (g.reshape(()) / v.norm())
+        kept = next(d for d, size in enumerate(g.shape) if size != 1)          # the dim weight norm keeps
+        norm = v.transpose(0, kept).reshape(v.shape[kept], -1).norm(dim=1)
+        return v * (g / norm.reshape(g.shape))
+    w0, u, v = parts["w0"].to(dtype), parts["u"].to(dtype), parts["v"].to(dtype)
+    sigma = torch.dot(u, w0.reshape(w0.shape[0], -1) @ v)
+    return w0 / sigma
+
+
+def effective_weights(records: Iterable[TensorRecord]) -> Iterator[TensorRecord]:
+    """``records`` with every weight-norm or spectral-norm weight rebuilt (module docstring)."""
+    pending: dict[tuple[str, str], dict[str, TensorRecord]] = {}
+    for record in records:
+        found = _part(record.name, pending)
+        if found is None or record.skip_reason is not None:
+            yield record
+            continue
+        kind, prefix, role = found
+        parts = pending.setdefault((prefix, kind), {})
+        parts[role] = record
+        if set(parts) != _ROLES[kind]:
+            continue
+        del pending[(prefix, kind)]
+        weight = f"{prefix}.weight"
+        for part in parts.values():
+            yield TensorRecord(part.name, part.tensor, part.module_type, part.is_buffer,
+                               skip_reason=f"part of {weight} ({kind}); analysed as the effective weight")
+        carrier = parts["v"] if kind == "weight norm" else parts["w0"]
+        yield TensorRecord(weight, _effective(kind, {r: p.tensor for r, p in parts.items()}), carrier.module_type)
+    for parts in pending.values():
+        yield from parts.values()
