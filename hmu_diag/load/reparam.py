@@ -47,6 +47,8 @@ _ROLES = {"weight norm": {"g", "v"}, "spectral norm": {"w0", "u", "v"}}
 def _part(name: str, pending: dict[tuple[str, str], dict[str, TensorRecord]]) -> tuple[str, str, str] | None:
     """(reparametrisation, prefix, role) of a stored part, or None.  ``P.weight_v`` is weight norm's v unless a
     spectral-norm set of that prefix is already pending (old-style spectral norm stores ``weight_v`` too)."""
+    if ".weight_" not in name and ".parametrizations.weight." not in name:     # most names: no pattern can match
+        return None
     for kind, pattern, role in _PARTS:
         match = pattern.match(name)
         if match:
