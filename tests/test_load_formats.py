@@ -97,6 +97,19 @@ def test_module_records_types_and_buffers():
     assert not by_name["bn.weight"].is_buffer and not by_name["fc.weight"].is_buffer
 
 
+def test_dynamically_quantised_module_is_walked_not_crashed():
+    """quantize_dynamic's state dict holds non-tensors (a dtype, a packed (weight, bias) tuple): the tuple is
+    flattened, the int8 weight is a "quantised tensor" skip row, the dtype is no data."""
+    from hmu_diag import analyze
+
+    net = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)),
+                                                 {nn.Linear}, dtype=torch.qint8)
+    rows = analyze(net, htmp=False).set_index("layer")
+    assert rows.loc["0._packed_params._packed_params.0", "status"] == "skipped: quantised tensor"
+    assert rows.loc["0._packed_params._packed_params.0", "shape"] == "128x64"
+    assert rows["status"].str.startswith("skipped: ").all()
+
+
 def test_state_dict_has_no_module_types():
     records = list(iter_tensors(tiny_net().state_dict()))
     assert all(r.module_type is None and not r.is_buffer for r in records)

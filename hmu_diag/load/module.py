@@ -44,10 +44,12 @@ def records_from_module(model: torch.nn.Module) -> Iterator[TensorRecord]:
     """Stream an ``nn.Module``'s state dict as CPU TensorRecords with the owning module's class name."""
     owners = {name: type(mod).__name__ for name, mod in model.named_modules()}
     buffers = {name for name, _ in model.named_buffers()}
-    for name, tensor in model.state_dict(keep_vars=False).items():
+    for key, value in model.state_dict(keep_vars=False).items():
         # a parametrised weight's parts belong to the layer, not to its ParametrizationList
-        owner = name.partition(".parametrizations.")[0] if ".parametrizations." in name else name.rpartition(".")[0]
-        yield TensorRecord(clean_name(name), tensor.detach().cpu(), owners.get(owner), name in buffers)
+        owner = key.partition(".parametrizations.")[0] if ".parametrizations." in key else key.rpartition(".")[0]
+        # values that are not tensors: a quantised layer's packed (weight, bias) tuple is flattened, a dtype is not data
+        for name, tensor in _flatten(value, key):
+            yield TensorRecord(clean_name(name), tensor.detach().cpu(), owners.get(owner), key in buffers)
 
 
 def _is_optimizer_state(obj: Any) -> bool:
