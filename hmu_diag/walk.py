@@ -70,7 +70,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -285,7 +285,7 @@ class _TiedTensors:
     def first_name(self, record: TensorRecord) -> str | None:
         """The name of the earlier record whose tensor is this one, or None (and this one is remembered)."""
         t = record.tensor
-        if t.is_meta or t.ndim < 2 or t.numel() == 0:
+        if t.is_meta or t.layout != torch.strided or t.ndim < 2 or t.numel() == 0:
             return None
         storage = t.untyped_storage()
         key = (storage.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, t.device)
@@ -313,6 +313,8 @@ def walk(records: Iterable[TensorRecord], *, conv: str = "flat", min_evals: int 
     pending: dict[tuple[str, str], TensorRecord] = {}
     ties = _TiedTensors()
     for record in records:
+        if record.tensor.layout != torch.strided and not record.tensor.is_quantized:
+            record = replace(record, tensor=record.tensor.to_dense())      # sparse (pruned) weights: analysed dense
         tied_to = ties.first_name(record)
         if tied_to is not None:
             yield _skip(record, f"tied to {tied_to} (the same tensor)")

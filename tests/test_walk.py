@@ -418,3 +418,16 @@ def test_a_streamed_tensor_reusing_a_freed_address_is_not_tied():
     reasons = [m.skip_reason for m in walk(stream())]
     assert len(set(pointers)) < len(pointers), "the allocator reused no address: this test saw nothing"
     assert reasons == [None] * 6
+
+
+def test_sparse_weights_are_analysed_as_their_dense_matrix():
+    """Pruned checkpoints may store COO or CSR weights: same ESD as the dense tensor (no crash in the tie check)."""
+    from hmu_diag import analyze
+
+    w = torch.randn(40, 30, generator=torch.Generator().manual_seed(8))
+    w[w.abs() < 1] = 0
+    df = analyze({"coo.weight": w.to_sparse(), "csr.weight": w.to_sparse_csr(), "dense.weight": w},
+                 htmp=False).set_index("layer")
+    assert df["status"].eq("ok").all()
+    assert df.loc["coo", "alpha"] == df.loc["dense", "alpha"] == df.loc["csr", "alpha"]
+    assert df.loc["coo", "lambda_max"] == df.loc["dense", "lambda_max"]
