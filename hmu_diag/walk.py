@@ -14,10 +14,13 @@ Rules, applied in this order (first match wins):
 0   the loader's ``skip_reason`` (a part of a weight-  skip with that reason (the effective weight comes     other
     or spectral-normalised weight)                     as its own record, :mod:`hmu_diag.load.reparam`)
 1   0-D                                                skip "scalar"                                         other
-2   quantised / 8- or 4-bit float / bool / integer /   skip "quantised tensor" / "quantised float dtype ..." /  other
-    complex dtype                                      "bool dtype" / ...; fp8/fp4 weights are stored with
-                                                       separate (often per-block) scales, so their raw
-                                                       codes are not the layer's matrix
+2   8- or 4-bit float / bool / integer / complex       skip "quantised float dtype ..." / "bool dtype" /     other
+    dtype                                              ...; fp8/fp4 weights are stored with separate (often
+                                                       per-block) scales, so their raw codes are not the
+                                                       layer's matrix.  (torch quantised tensors - qint8,
+                                                       quint8, per tensor or per channel - carry their
+                                                       scales: they are dequantised and walked by the rules
+                                                       below, their view saying "dequantised ...")
 3   registered buffer (``is_buffer``)                  skip "buffer"                                         other
 4   owner is a norm layer (``*Norm*`` module type)      skip "normalisation layer"                            other
 5   1-D (biases, PReLU/scale vectors, norm weights)     skip "1-D tensor"                                     other
@@ -144,8 +147,6 @@ def _early_skip(record: TensorRecord) -> str | None:
         return record.skip_reason
     if t.ndim == 0:
         return "scalar"
-    if t.is_quantized:
-        return "quantised tensor"
     if t.is_floating_point() and t.dtype.itemsize == 1:
         return (f"quantised float dtype ({t.dtype}): its scales are stored separately; "
                 "dequantise the checkpoint first")
@@ -244,6 +245,10 @@ def _parts(record: TensorRecord, conv: str, rnn_hint: str | None) -> tuple[str, 
 
 
 def _layer_matrices(record: TensorRecord, conv: str, min_evals: int, rnn_hint: str | None) -> Iterator[LayerMatrix]:
+    quantised = None
+    if record.tensor.is_quantized:                 # scale and zero point live in the tensor: its exact float values
+        quantised = str(record.tensor.dtype).removeprefix("torch.")
+        record = replace(record, tensor=record.tensor.dequantize())
     try:
         reason = _early_skip(record)
         if reason is None:
@@ -255,6 +260,8 @@ def _layer_matrices(record: TensorRecord, conv: str, min_evals: int, rnn_hint: s
         return
     base = layer_name(record.name)
     shape = tuple(record.tensor.shape)
+    if quantised is not None:
+        parts = [(part, mats, f"dequantised {quantised}, {view}") for part, mats, view in parts]
     for part, mats, view in parts:
         layer = f"{base}:{part}" if part and len(parts) > 1 else base
         n_evals = mats.shape[0] * min(mats.shape[1], mats.shape[2])

@@ -99,15 +99,15 @@ def test_module_records_types_and_buffers():
 
 def test_dynamically_quantised_module_is_walked_not_crashed():
     """quantize_dynamic's state dict holds non-tensors (a dtype, a packed (weight, bias) tuple): the tuple is
-    flattened, the int8 weight is a "quantised tensor" skip row, the dtype is no data."""
+    flattened, the dtype is no data, and the int8 weight is analysed dequantised."""
     from hmu_diag import analyze
 
-    net = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)),
-                                                 {nn.Linear}, dtype=torch.qint8)
+    float_net = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    net = torch.ao.quantization.quantize_dynamic(float_net, {nn.Linear}, dtype=torch.qint8)
     rows = analyze(net, htmp=False).set_index("layer")
-    assert rows.loc["0._packed_params._packed_params.0", "status"] == "skipped: quantised tensor"
-    assert rows.loc["0._packed_params._packed_params.0", "shape"] == "128x64"
-    assert rows["status"].str.startswith("skipped: ").all()
+    weight = rows.loc["0._packed_params._packed_params.0"]
+    assert weight["status"] == "ok" and weight["shape"] == "128x64" and weight["view"].startswith("dequantised qint8")
+    assert weight["num_evals"] == 64
 
 
 def test_state_dict_has_no_module_types():

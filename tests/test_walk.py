@@ -38,7 +38,6 @@ def parts(records, **options) -> dict[str, LayerMatrix]:
     (torch.ones(20, 20, dtype=torch.int64), None, False, "integer dtype (torch.int64)"),
     (torch.ones(20, 20, dtype=torch.bool), None, False, "bool dtype"),
     (torch.ones(20, 20, dtype=torch.complex64), None, False, "complex dtype (torch.complex64)"),
-    (torch.quantize_per_tensor(torch.randn(20, 20), 0.1, 0, torch.qint8), "Linear", False, "quantised tensor"),
     *[(torch.randn(20, 20).to(dtype), "Linear", False,
        f"quantised float dtype ({dtype}): its scales are stored separately; dequantise the checkpoint first")
       for dtype in (torch.float8_e4m3fn, torch.float8_e5m2)],
@@ -431,3 +430,20 @@ def test_sparse_weights_are_analysed_as_their_dense_matrix():
     assert df["status"].eq("ok").all()
     assert df.loc["coo", "alpha"] == df.loc["dense", "alpha"] == df.loc["csr", "alpha"]
     assert df.loc["coo", "lambda_max"] == df.loc["dense", "lambda_max"]
+
+
+@pytest.mark.parametrize("quantise", [
+    lambda w: torch.quantize_per_tensor(w, 0.02, 0, torch.qint8),
+    lambda w: torch.quantize_per_channel(w, torch.full((w.shape[0],), 0.02, dtype=torch.float64),
+                                         torch.zeros(w.shape[0], dtype=torch.int64), 0, torch.qint8),
+])
+def test_torch_quantised_weights_are_analysed_dequantised(quantise):
+    """qint8 tensors carry their scales: the layer's matrix is ``dequantize()``, exactly."""
+    from hmu_diag import analyze
+
+    q = quantise(torch.randn(60, 40, generator=torch.Generator().manual_seed(9)))
+    m = one(rec("fc.weight", q, "Linear"))
+    assert m.skip_reason is None and m.view == "dequantised qint8, 60 x 40 (as stored)"
+    torch.testing.assert_close(m.matrices[0], q.dequantize(), rtol=0, atol=0)
+    ours = analyze({"fc.weight": q}, htmp=False)
+    assert ours["alpha"].iloc[0] == analyze({"fc.weight": q.dequantize()}, htmp=False)["alpha"].iloc[0]
