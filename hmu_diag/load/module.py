@@ -4,7 +4,10 @@ weights inside a loaded checkpoint object.
 Finding the weights in a checkpoint object (:func:`records_from_object`):
 
 1. an ``nn.Module`` (e.g. a trusted ``torch.save(model)``): its ``state_dict()`` (parameters and persistent
-   buffers, in registration order), ``module_type`` = class name of the owning module, buffers flagged;
+   buffers, in registration order), ``module_type`` = class name of the owning module, buffers flagged.  A tensor
+   registered with ``torch.nn.utils.parametrize`` (weight norm, spectral norm, orthogonal, any custom one) is
+   given as the value the module computes with in eval mode, named ``<module>.<tensor>``, right after its stored
+   parts, which are records with a skip reason;
 2. a mapping with one of the keys ``state_dict``, ``model_state_dict``, ``model_state``, ``model``, ``module``,
    ``net``, ``network`` (first found, in that order) whose value is a module or a mapping: recurse into it.
    A Lightning checkpoint (has ``pytorch-lightning_version``) whose ``state_dict`` keys all start with
@@ -40,16 +43,47 @@ def clean_name(name: str) -> str:
     return _WRAPPER_PREFIX.sub("", name)
 
 
+_PARAMETRIZED_PART = re.compile(r"^(?:(?P<owner>.*)\.)?parametrizations\.(?P<tensor>[^.]+)\.")
+
+
+def _computed(module: torch.nn.Module, tensor: str) -> torch.Tensor:
+    """The value of a parametrised tensor as the module computes it in eval mode (no power-iteration step), on the
+    CPU; the training flags are restored."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            return getattr(module, tensor).detach().cpu()
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 def records_from_module(model: torch.nn.Module) -> Iterator[TensorRecord]:
-    """Stream an ``nn.Module``'s state dict as CPU TensorRecords with the owning module's class name."""
-    owners = {name: type(mod).__name__ for name, mod in model.named_modules()}
+    """Stream an ``nn.Module``'s state dict as CPU TensorRecords with the owning module's class name (parametrised
+    tensors: module docstring, rule 1)."""
+    modules = dict(model.named_modules())
     buffers = {name for name, _ in model.named_buffers()}
-    for key, value in model.state_dict(keep_vars=False).items():
-        # a parametrised weight's parts belong to the layer, not to its ParametrizationList
-        owner = key.partition(".parametrizations.")[0] if ".parametrizations." in key else key.rpartition(".")[0]
+    items = list(model.state_dict(keep_vars=False).items())
+    last_part = {}                       # (owner, tensor) of a parametrisation -> index of its last stored part
+    for i, (key, _) in enumerate(items):
+        match = _PARAMETRIZED_PART.match(key)
+        if match:
+            last_part[(match["owner"] or "", match["tensor"])] = i
+    for i, (key, value) in enumerate(items):
+        match = _PARAMETRIZED_PART.match(key)
+        owner = (match["owner"] or "") if match else key.rpartition(".")[0]
+        module_type = type(modules[owner]).__name__ if owner in modules else None
+        skip = None
+        if match:
+            target = f"{owner}.{match['tensor']}" if owner else match["tensor"]
+            kinds = ", ".join(type(p).__name__.lstrip("_") for p in modules[owner].parametrizations[match["tensor"]])
+            skip = f"part of {clean_name(target)} (parametrised: {kinds}); analysed as the effective weight"
         # values that are not tensors: a quantised layer's packed (weight, bias) tuple is flattened, a dtype is not data
         for name, tensor in _flatten(value, key):
-            yield TensorRecord(clean_name(name), tensor.detach().cpu(), owners.get(owner), key in buffers)
+            yield TensorRecord(clean_name(name), tensor.detach().cpu(), module_type, key in buffers, skip)
+        if match and last_part[(owner, match["tensor"])] == i:
+            yield TensorRecord(clean_name(target), _computed(modules[owner], match["tensor"]), module_type)
 
 
 def _is_optimizer_state(obj: Any) -> bool:

@@ -18,12 +18,16 @@ which changes the shape of the ESD and alpha; spectral norm rescales W, which ch
 Each part is passed on as a record with ``skip_reason`` "part of P.weight (<name>); analysed as the effective
 weight", and the effective weight as one record named ``P.weight`` as soon as its last part has arrived (parts come
 in any order: a state dict and a name-sorted safetensors file order them differently).  Parts of a set that never
-completes are passed on unchanged at the end, to be analysed as they are.
+completes are passed on unchanged at the end, to be analysed as they are - except ``parametrizations.*`` tensors:
+those of another parametrisation (orthogonal, a custom one) or of an incomplete set cannot give the effective weight
+from a state dict, so they are skip records saying so (an ``nn.Module`` source gives torch's own computed weight,
+:mod:`hmu_diag.load.module`).
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 import torch
 
@@ -33,26 +37,33 @@ from hmu_diag.load.records import TensorRecord
 _PARTS = (
     ("weight norm", re.compile(r"(?P<prefix>.*)\.weight_g$"), "g"),
     ("weight norm", re.compile(r"(?P<prefix>.*)\.weight_v$"), "v"),
-    ("weight norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.original0$"), "g"),
-    ("weight norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.original1$"), "v"),
+    ("weight norm", re.compile(r"(?:(?P<prefix>.*)\.)?parametrizations\.weight\.original0$"), "g"),
+    ("weight norm", re.compile(r"(?:(?P<prefix>.*)\.)?parametrizations\.weight\.original1$"), "v"),
     ("spectral norm", re.compile(r"(?P<prefix>.*)\.weight_orig$"), "w0"),
     ("spectral norm", re.compile(r"(?P<prefix>.*)\.weight_u$"), "u"),
-    ("spectral norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.original$"), "w0"),
-    ("spectral norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.0\._u$"), "u"),
-    ("spectral norm", re.compile(r"(?P<prefix>.*)\.parametrizations\.weight\.0\._v$"), "v"),
+    ("spectral norm", re.compile(r"(?:(?P<prefix>.*)\.)?parametrizations\.weight\.original$"), "w0"),
+    ("spectral norm", re.compile(r"(?:(?P<prefix>.*)\.)?parametrizations\.weight\.0\._u$"), "u"),
+    ("spectral norm", re.compile(r"(?:(?P<prefix>.*)\.)?parametrizations\.weight\.0\._v$"), "v"),
 )
 _ROLES = {"weight norm": {"g", "v"}, "spectral norm": {"w0", "u", "v"}}
+_UNKNOWN = ("stored part of a parametrised weight that a state dict cannot rebuild (not a complete weight-norm or "
+            "spectral-norm set): analyse the nn.Module to get its effective weight")
+
+
+def _parametrization_part(name: str) -> bool:
+    """A tensor stored by ``torch.nn.utils.parametrize`` (``[P.]parametrizations.<tensor>.*``)."""
+    return name.startswith("parametrizations.") or ".parametrizations." in name
 
 
 def _part(name: str, pending: dict[tuple[str, str], dict[str, TensorRecord]]) -> tuple[str, str, str] | None:
     """(reparametrisation, prefix, role) of a stored part, or None.  ``P.weight_v`` is weight norm's v unless a
     spectral-norm set of that prefix is already pending (old-style spectral norm stores ``weight_v`` too)."""
-    if ".weight_" not in name and ".parametrizations.weight." not in name:     # most names: no pattern can match
+    if ".weight_" not in name and "parametrizations.weight." not in name:      # most names: no pattern can match
         return None
     for kind, pattern, role in _PARTS:
         match = pattern.match(name)
         if match:
-            prefix = match["prefix"]
+            prefix = match["prefix"] or ""
             if name.endswith(".weight_v") and (prefix, "spectral norm") in pending:
                 return "spectral norm", prefix, "v"
             return kind, prefix, role
@@ -80,8 +91,11 @@ def effective_weights(records: Iterable[TensorRecord]) -> Iterator[TensorRecord]
     pending: dict[tuple[str, str], dict[str, TensorRecord]] = {}
     for record in records:
         found = _part(record.name, pending)
-        if found is None or record.skip_reason is not None:
+        if record.skip_reason is not None or (found is None and not _parametrization_part(record.name)):
             yield record
+            continue
+        if found is None:
+            yield replace(record, skip_reason=_UNKNOWN)
             continue
         kind, prefix, role = found
         parts = pending.setdefault((prefix, kind), {})
@@ -89,11 +103,12 @@ def effective_weights(records: Iterable[TensorRecord]) -> Iterator[TensorRecord]
         if set(parts) != _ROLES[kind]:
             continue
         del pending[(prefix, kind)]
-        weight = f"{prefix}.weight"
+        weight = f"{prefix}.weight" if prefix else "weight"
         for part in parts.values():
             yield TensorRecord(part.name, part.tensor, part.module_type, part.is_buffer,
                                skip_reason=f"part of {weight} ({kind}); analysed as the effective weight")
         carrier = parts["v"] if kind == "weight norm" else parts["w0"]
         yield TensorRecord(weight, _effective(kind, {r: p.tensor for r, p in parts.items()}), carrier.module_type)
     for parts in pending.values():
-        yield from parts.values()
+        for part in parts.values():
+            yield replace(part, skip_reason=_UNKNOWN) if _parametrization_part(part.name) else part
