@@ -162,6 +162,14 @@ def test_empty_and_wrong_format(tmp_path, content, expected):
     assert_one_line_error(path, match=expected)
 
 
+@pytest.mark.parametrize("name", ["model.onnx", "model.gguf"])
+def test_other_frameworks_files_say_so(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"\x08\x08\x12\x04spox" + b"\0" * 64)        # the start of a real ONNX file
+    message = assert_one_line_error(path, match=f"{name.split('.')[1].upper()} files are not read")
+    assert "PyTorch checkpoints" in message
+
+
 def test_missing_and_directory_without_checkpoints(tmp_path):
     assert_one_line_error(tmp_path / "nope.pt", match="no such file")
     (tmp_path / "empty_dir").mkdir()

@@ -55,6 +55,10 @@ def sniff_format(path: Path) -> str:
             return "safetensors"
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
         return "pickle"
+    if path.suffix.lower() in (".onnx", ".h5", ".keras", ".gguf", ".tflite"):
+        raise CheckpointError(f"{path}: {path.suffix.lstrip('.').upper()} files are not read; hmu-diag reads PyTorch "
+                              "checkpoints (torch.save, TorchScript, safetensors): analyse the PyTorch original, or save "
+                              "its weights as a state dict")
     raise CheckpointError(f"{path}: not a recognised checkpoint format (starts with {head[:8]!r}); "
                           "expected a torch.save / TorchScript / safetensors / pickle file")
 
