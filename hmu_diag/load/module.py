@@ -65,13 +65,19 @@ def records_from_module(model: torch.nn.Module) -> Iterator[TensorRecord]:
     modules = dict(model.named_modules())
     buffers = {name for name, _ in model.named_buffers()}
     items = list(model.state_dict(keep_vars=False).items())
+
+    def parametrised(key: str) -> re.Match | None:
+        match = _PARAMETRIZED_PART.match(key)
+        return match if match and torch.nn.utils.parametrize.is_parametrized(modules.get(match["owner"] or "")) \
+            else None
+
     last_part = {}                       # (owner, tensor) of a parametrisation -> index of its last stored part
     for i, (key, _) in enumerate(items):
-        match = _PARAMETRIZED_PART.match(key)
+        match = parametrised(key)
         if match:
             last_part[(match["owner"] or "", match["tensor"])] = i
     for i, (key, value) in enumerate(items):
-        match = _PARAMETRIZED_PART.match(key)
+        match = parametrised(key)
         owner = (match["owner"] or "") if match else key.rpartition(".")[0]
         module_type = type(modules[owner]).__name__ if owner in modules else None
         skip = None

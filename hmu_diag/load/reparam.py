@@ -105,8 +105,7 @@ def effective_weights(records: Iterable[TensorRecord]) -> Iterator[TensorRecord]
         del pending[(prefix, kind)]
         weight = f"{prefix}.weight" if prefix else "weight"
         for part in parts.values():
-            yield TensorRecord(part.name, part.tensor, part.module_type, part.is_buffer,
-                               skip_reason=f"part of {weight} ({kind}); analysed as the effective weight")
+            yield replace(part, skip_reason=f"part of {weight} ({kind}); analysed as the effective weight")
         carrier = parts["v"] if kind == "weight norm" else parts["w0"]
         yield TensorRecord(weight, _effective(kind, {r: p.tensor for r, p in parts.items()}), carrier.module_type)
     for parts in pending.values():
