@@ -194,7 +194,7 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str
             htmp: bool = True, xmax: float | None = None, fix_fingers: str | None = None, n_boot: int = 0,
             seed: int = 0,
             htmp_orientation: str = "auto", spectrum: str = "exact", top_k: int = 128,
-            trust_pickle: bool = False, n_jobs: int | None = 1,
+            trust_pickle: bool | str = False, n_jobs: int | None = 1,
             executor: str = "local", scheduler: Any = None, cache_dir: str | None = None,
             progress: bool = False) -> pd.DataFrame:
     """Analyse every weight matrix of a model (or of every model in a directory): one row per matrix.
@@ -216,7 +216,9 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str
         whose refitted KS distance exceeds the data's; p < 0.1 rejects the power law).  0 (default): not computed
         (NaN); each replicate is one more fit per layer, and 100 give p to about +-0.05.
     seed : seed for every random step (deterministic tables).
-    trust_pickle : allow pickles that execute code on load (only for checkpoints you trust).
+    trust_pickle : False (default: a pickle that needs code to load is refused), "stubs" (torch checkpoints: read the
+        tensors, every object that needs code replaced by an inert placeholder; nothing from the file runs) or True
+        (allow pickles that execute code on load: only for checkpoints you trust).
     htmp_orientation : "auto" (default: the orientation with the smaller KS distance), "direct" or "inverse".
     spectrum, top_k : "exact" (default) or "approx": for very large single matrices only the top ``top_k``
         eigenvalues (doubled as needed) by randomized block Krylov, when that is cheaper than the exact ESD; the

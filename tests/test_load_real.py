@@ -65,3 +65,38 @@ def test_silero_vad_torchscript():
             assert m.kind == "lstm" and m.matrices.shape == (1, 128, 128)
             assert torch.equal(m.matrices[0], reference[f"{net}.decoder.rnn.weight_ih"][128 * k: 128 * (k + 1)])
     assert sum(m.skip_reason is None for m in layers.values()) == 2 * (4 + 8)
+
+
+def test_pesto_lightning_checkpoint_with_omegaconf_hyper_parameters():
+    """pesto-pitch 2.0.1's ``mir-1k_g7.ckpt`` pickles OmegaConf objects beside its weights.  By default it is refused,
+    naming the class; with placeholders (``trust_pickle="stubs"``; omegaconf is not even installed) its state dict
+    loads, tensor for tensor equal to an independent reader: plain ``pickle`` with the OmegaConf/typing classes
+    mapped to an inert class (torch.load with weights_only=False - acceptable here, for this known file only)."""
+    import pickle
+    import types
+
+    from hmu_diag.errors import UnsafePickleError
+
+    path = wheel_member_file("pesto-pitch==2.0.1", "pesto/weights/mir-1k_g7.ckpt")
+    with pytest.raises(UnsafePickleError, match=r"omegaconf\.listconfig\.ListConfig.*--stub-pickle"):
+        list(iter_tensors(path))
+    with pytest.warns(UserWarning, match="inert placeholders"):
+        ours = {r.name: r.tensor for r in iter_tensors(path, trust_pickle="stubs")}
+
+    class Inert:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __setstate__(self, state) -> None:
+            pass
+
+    class InertUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module.split(".")[0] in ("omegaconf", "typing") or (module, name) == ("collections", "defaultdict"):
+                return Inert
+            return super().find_class(module, name)
+
+    reader = types.SimpleNamespace(Unpickler=InertUnpickler, load=pickle.load, __name__="pickle")
+    reference = torch.load(path, map_location="cpu", weights_only=False, pickle_module=reader)["state_dict"]
+    assert list(ours) == list(reference) and len(ours) == 22
+    assert all(torch.equal(ours[name], reference[name]) for name in reference)

@@ -50,6 +50,33 @@ def test_malicious_pickle_refused_and_nothing_runs(tmp_path, index):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("index", [0, 1])
+def test_malicious_pickle_with_placeholders_gives_the_weights_and_runs_nothing(tmp_path, index):
+    """trust_pickle="stubs": torch's weights-only unpickler with ``builtins.exec`` allowed only as an inert
+    placeholder class - the weight loads, the payload is a stored (exec, args) record, no file is written."""
+    from hmu_diag.load.torch_pickle import Placeholder, load_object
+
+    marker, names = malicious_files(tmp_path)
+    path = tmp_path / names[index]
+    with pytest.warns(UserWarning, match=r"1 class\(es\) that need code replaced by inert placeholders \(builtins.exec\)"):
+        records = list(iter_tensors(path, trust_pickle="stubs"))
+    assert [r.name for r in records] == ["fc.weight"] and records[0].tensor.shape == (16, 12)
+    assert not marker.exists()
+    with pytest.warns(UserWarning):
+        obj = load_object(path, sniff_format(path), trust_pickle="stubs")
+    assert isinstance(obj["payload"], Placeholder) and "pwned" in obj["payload"].args[0]
+
+
+def test_placeholders_are_refused_for_raw_pickles_and_bad_values(tmp_path):
+    marker, names = malicious_files(tmp_path)
+    with pytest.raises(UnsafePickleError, match="exec"):
+        list(iter_tensors(tmp_path / "evil.pkl", trust_pickle="stubs"))    # raw pickle: no restricted unpickler
+    from hmu_diag.errors import OptionError
+    with pytest.raises(OptionError, match="trust_pickle='yes'"):
+        list(iter_tensors(tmp_path / "evil.pt", trust_pickle="yes"))
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_malicious_pickle_loads_when_trusted(tmp_path, index):
     marker, names = malicious_files(tmp_path)

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from ..errors import HmuDiagError
 
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hmu-diag`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():              # a user-facing warning is one line too, not a source location
+            warnings.showwarning = _one_line_warning
+            return int(args.run(args) or 0)
     except HmuDiagError as exc:
         print(f"hmu-diag: error: {exc}", file=sys.stderr)
         return 2
@@ -66,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         # point stdout at /dev/null so that the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the CLI: ``hmu-diag: warning: <message>`` on stderr."""
+    print(f"hmu-diag: warning: {message}", file=file or sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

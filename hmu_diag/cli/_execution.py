@@ -1,8 +1,20 @@
-"""Options shared by the commands that analyse checkpoints: where the per-layer work runs and where it is cached."""
+"""Options shared by the commands that read checkpoints: how far a pickle is trusted, where the per-layer work runs
+and where it is cached."""
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+
+def add_pickle_options(p: argparse.ArgumentParser) -> None:
+    """--stub-pickle / --trust-pickle, into ``args.trust_pickle`` (False, "stubs" or True)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--stub-pickle", dest="trust_pickle", action="store_const", const="stubs", default=False,
+                       help="read the tensors of a checkpoint that also pickles objects needing code (e.g. a Lightning "
+                            "checkpoint's OmegaConf hyper-parameters), with those objects replaced by inert "
+                            "placeholders: nothing from the file runs")
+    group.add_argument("--trust-pickle", dest="trust_pickle", action="store_const", const=True,
+                       help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
 
 
 def add_execution_options(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._execution import add_pickle_options
 from ..choices import CONV_MODES
 
 if TYPE_CHECKING:
@@ -50,8 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--conv", choices=CONV_MODES, default="flat", help="conv layer view (see 'hmu-diag analyze')")
     p.add_argument("--no-htmp", dest="htmp", action="store_false", help="skip the MP and HTMP fits (faster)")
     p.add_argument("--device", default="cpu", help="torch device for eigenvalues (default: %(default)s)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
+    add_pickle_options(p)
     return p
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._execution import add_pickle_options
 from ..choices import BUILTINS
 from ..errors import HmuDiagError, OptionError
 
@@ -56,8 +57,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="precision of the derivatives (default: %(default)s; float64 for validation)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
+    add_pickle_options(p)
 
 
 def load_inputs(args: argparse.Namespace) -> Dataset:

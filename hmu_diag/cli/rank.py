@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from ._execution import add_execution_options, execution_kwargs
+from ._execution import add_execution_options, add_pickle_options, execution_kwargs
 from ..choices import CONV_MODES, DEFAULT_SCORE, METRICS
 
 if TYPE_CHECKING:
@@ -67,8 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default="cpu", help="torch device for eigenvalues (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
     add_execution_options(p)
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
+    add_pickle_options(p)
     return p
 
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._execution import add_pickle_options
 from ..choices import CONV_MODES, TABLE_SUFFIXES
 
 HELP = "write a self-contained HTML report: per-layer spectra with their fits, alpha/kappa by depth, summary"
@@ -40,8 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-htmp", dest="htmp", action="store_false", help="skip the MP and HTMP fits")
     p.add_argument("--device", default="cpu", help="torch device for eigenvalues (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow pickled checkpoints that run code when loaded (DANGEROUS: trusted files only)")
+    add_pickle_options(p)
     return p
 
 

@@ -25,7 +25,8 @@ from hmu_diag.errors import CheckpointError, UnsafePickleError
 #: ``pickle.dumps(0x1950a86a20f9469cfc6c, protocol=2)`` without the STOP opcode: how every legacy torch file starts.
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
-TRUST_HINT = "pass trust_pickle=True (CLI: --trust-pickle) only if you trust this file"
+TRUST_HINT = ("pass trust_pickle='stubs' (CLI: --stub-pickle) to read its tensors with those objects replaced by "
+              "inert placeholders (nothing runs), or trust_pickle=True (--trust-pickle) only if you trust this file")
 
 
 def sniff_format(path: Path) -> str:
@@ -79,13 +80,20 @@ def _zip_format(path: Path) -> str:
 _GLOBAL_RE = re.compile(r"(?:Unsupported global: GLOBAL|Trying to load unsupported GLOBAL) (\S+)")
 
 
+def refused_global(exc: BaseException) -> str | None:
+    """The ``module.name`` that ``torch.load(weights_only=True)`` refused to import, from its error, or None."""
+    match = _GLOBAL_RE.search(str(exc))
+    if not match:
+        return None
+    return match.group(1) if "." in match.group(1) else f"builtins.{match.group(1)}"
+
+
 def checkpoint_error(path: Path, exc: BaseException) -> CheckpointError:
     """Map an exception raised while reading ``path`` to a one-line CheckpointError (UnsafePickleError when
     ``torch.load(weights_only=True)`` refused a global)."""
     text = str(exc)
-    match = _GLOBAL_RE.search(text)
-    if match:
-        name = match.group(1) if "." in match.group(1) else f"builtins.{match.group(1)}"
+    name = refused_global(exc)
+    if name is not None:
         return UnsafePickleError(f"{path}: refusing to unpickle: it needs code ({name}) to load; {TRUST_HINT}")
     if "WeightsUnpickler error:" in text:  # a broken opcode stream, not a forbidden import
         detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
