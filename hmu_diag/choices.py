@@ -9,6 +9,18 @@ from __future__ import annotations
 CONV_MODES = ("flat", "slices")
 """Conv kernel views (:func:`hmu_diag.walk.walk`): ``out x (in k...)`` matrices, or WeightWatcher-style slices."""
 
+ESD_DTYPES = ("float64", "float32")
+"""Types an ESD is computed in (:func:`hmu_diag.spectra.weights.weight_spectrum`)."""
+
+SPECTRUM_MODES = ("exact", "approx")
+"""Every eigenvalue, or the top of the ESD by block Krylov (:func:`hmu_diag.analyze`, ``spectrum``)."""
+
+FIX_FINGERS = ("xmin_peak", "clip_xmax")
+"""WeightWatcher's corrections for outlying top eigenvalues (:func:`hmu_diag.fit_power_law`); None: none."""
+
+HTMP_ORIENTATIONS = ("auto", "direct", "inverse")
+"""Orientations of the HTMP fit (:func:`hmu_diag.fits.htmp.fit`)."""
+
 FORMATS = ("csv", "json", "parquet")
 """Per-layer table formats (:func:`hmu_diag.output.write_layers`)."""
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from .cache import ResultCache, result_key, source_fingerprint
-from .choices import CONV_MODES
+from .choices import CONV_MODES, FIX_FINGERS, HTMP_ORIENTATIONS, SPECTRUM_MODES
 from .errors import CheckpointError, OptionError, failed_status
 from .executors import EXECUTORS, TaskFailure, run_tasks
 from .load import ModelRef, iter_tensors, list_models
@@ -22,9 +22,6 @@ from .spectra.approx import tail_spectrum
 from .spectra.weights import Spectrum, resolve_dtype, weight_spectrum
 from .walk import LayerMatrix, walk
 
-SPECTRUM_MODES = ("exact", "approx")
-FIX_FINGERS = (None, "xmin_peak", "clip_xmax")
-HTMP_ORIENTATIONS = ("auto", "direct", "inverse")
 IDENTITY_COLUMNS = ["model", "layer", "kind", "part", "param", "shape", "view", "source", "status"]
 
 
@@ -66,7 +63,7 @@ class AnalyzeOptions:
     def __post_init__(self) -> None:
         if self.conv not in CONV_MODES:
             raise OptionError(f"conv={self.conv!r}: choose one of {', '.join(CONV_MODES)}")
-        if self.fix_fingers not in FIX_FINGERS:
+        if self.fix_fingers is not None and self.fix_fingers not in FIX_FINGERS:
             raise OptionError(f"fix_fingers={self.fix_fingers!r}: choose None, 'xmin_peak' or 'clip_xmax'")
         if self.htmp_orientation not in HTMP_ORIENTATIONS:
             raise OptionError(f"htmp_orientation={self.htmp_orientation!r}: choose one of "
@@ -190,11 +187,9 @@ def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str | None = None,
-            dtype: str = "float64", device: str = "cpu",
-            htmp: bool = True, xmax: float | None = None, fix_fingers: str | None = None, n_boot: int = 0,
-            seed: int = 0,
-            htmp_orientation: str = "auto", spectrum: str = "exact", top_k: int = 128,
-            trust_pickle: bool | str = False, n_jobs: int | None = 1,
+            dtype: str = "float64", device: str = "cpu", htmp: bool = True, xmax: float | None = None,
+            fix_fingers: str | None = None, n_boot: int = 0, seed: int = 0, htmp_orientation: str = "auto",
+            spectrum: str = "exact", top_k: int = 128, trust_pickle: bool | str = False, n_jobs: int | None = 1,
             executor: str = "local", scheduler: Any = None, cache_dir: str | None = None,
             progress: bool = False) -> pd.DataFrame:
     """Analyse every weight matrix of a model (or of every model in a directory): one row per matrix.

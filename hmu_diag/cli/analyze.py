@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ._execution import add_execution_options, add_pickle_options, execution_kwargs
-from ..choices import CONV_MODES, FORMATS
+from ..choices import CONV_MODES, ESD_DTYPES, FIX_FINGERS, FORMATS, HTMP_ORIENTATIONS, SPECTRUM_MODES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,6 +27,8 @@ examples:
   hmu-diag analyze ckpts/ --format parquet -o out  # every checkpoint in a directory, one model each
   hmu-diag analyze big.safetensors.index.json -j 2 --cache-dir .cache/hmu   # parallel, resumable
   hmu-diag analyze zoo/ --executor dask --scheduler tcp://127.0.0.1:8786      # one task per layer on Dask
+  hmu-diag analyze model.pt --n-boot 100 --layers 'attn|mlp'   # p-values, only the matching layers
+  hmu-diag analyze lightning.ckpt --stub-pickle    # pickled objects that need code become inert placeholders
   hmu-diag analyze untrusted.pt --trust-pickle     # only for files whose code you trust
 """
 
@@ -50,21 +52,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--layers", metavar="REGEX",
                    help="analyse only the layers whose name matches REGEX (Python re.search), e.g. 'attn' or "
                         "'^h\\.(0|11)\\.'; the others are listed as 'skipped: not selected' (default: every layer)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+    p.add_argument("--dtype", choices=ESD_DTYPES, default="float64",
                    help="precision of the eigenvalues (default: %(default)s; float32 is faster)")
     p.add_argument("--device", default="cpu", help="torch device for eigenvalues, e.g. cuda (default: %(default)s)")
     p.add_argument("--no-htmp", dest="htmp", action="store_false", help="skip the MP and HTMP fits")
-    p.add_argument("--fix-fingers", choices=("xmin_peak", "clip_xmax"), default=None,
+    p.add_argument("--fix-fingers", choices=FIX_FINGERS, default=None,
                    help="WeightWatcher's corrections for outlier 'fingers' in the tail (default: none)")
     p.add_argument("--n-boot", type=int, default=0, metavar="N",
                    help="also a goodness-of-fit p_value for each power-law fit, from N bootstrap replicates "
                         "(Clauset-Shalizi-Newman; p < 0.1 rejects the power law; 100 give p to about +-0.05 at "
                         "N more fits per layer; default: %(default)s = not computed)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")
-    p.add_argument("--htmp-orientation", choices=("auto", "direct", "inverse"), default="auto",
+    p.add_argument("--htmp-orientation", choices=HTMP_ORIENTATIONS, default="auto",
                    help="HTMP fit of the eigenvalues (direct), of their inverses (inverse) or whichever fits better "
                         "by KS distance (auto, default)")
-    p.add_argument("--spectrum", choices=("exact", "approx"), default="exact",
+    p.add_argument("--spectrum", choices=SPECTRUM_MODES, default="exact",
                    help="every eigenvalue (exact, default), or for very large matrices (e.g. 50000 x 4096 "
                         "embeddings) only the top --top-k by randomized block Krylov, doubled until the power-law "
                         "tail fits inside them (approx: alpha to ~1e-2, bulk columns NaN)")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ._execution import add_pickle_options
-from ..choices import CONV_MODES, TABLE_SUFFIXES
+from ..choices import CONV_MODES, ESD_DTYPES, TABLE_SUFFIXES
 
 HELP = "write a self-contained HTML report: per-layer spectra with their fits, alpha/kappa by depth, summary"
 
@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="skip the random-matrix baseline of alpha")
     p.add_argument("--conv", choices=CONV_MODES, default="flat", help="conv layer view (see 'hmu-diag analyze')")
     p.add_argument("--min-evals", type=int, default=10, metavar="N", help="skip matrices with fewer eigenvalues")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="precision of the eigenvalues")
+    p.add_argument("--dtype", choices=ESD_DTYPES, default="float64", help="precision of the eigenvalues")
     p.add_argument("--no-htmp", dest="htmp", action="store_false", help="skip the MP and HTMP fits")
     p.add_argument("--device", default="cpu", help="torch device for eigenvalues (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default: %(default)s)")

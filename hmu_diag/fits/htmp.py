@@ -77,6 +77,7 @@ import numpy as np
 from numpy.polynomial import polynomial as P
 from scipy import special
 
+from hmu_diag.choices import HTMP_ORIENTATIONS
 from hmu_diag.errors import HmuDiagError, OptionError
 from hmu_diag.fits._result import FitStatus
 from hmu_diag.fits.mp import MPFit, binned_loglik, bins, clean_evals, fit_mp, ks_distance, tw_threshold
@@ -592,7 +593,7 @@ def fit(evals, gamma: float, orientation: Orientation = "auto", *, spikes: bool 
     all equal), raises :class:`OptionError` on invalid options.
     """
     g = check_gamma(gamma, "htmp.fit")
-    if orientation not in ("auto", "direct", "inverse"):
+    if orientation not in HTMP_ORIENTATIONS:
         raise OptionError(f"htmp.fit: orientation must be 'auto', 'direct' or 'inverse', got {orientation!r}")
     if ci not in ("asymptotic", "bootstrap"):
         raise OptionError(f"htmp.fit: ci must be 'asymptotic' or 'bootstrap', got {ci!r}")

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from hmu_diag.load.records import TensorRecord
+from hmu_diag.model_io import eval_mode
 
 WEIGHT_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network")
 OPTIMIZER_KEYS = frozenset({"optimizer", "optimizer_state", "optimizer_states", "optimizer_state_dict", "optim",
@@ -49,14 +50,8 @@ _PARAMETRIZED_PART = re.compile(r"^(?:(?P<owner>.*)\.)?parametrizations\.(?P<ten
 def _computed(module: torch.nn.Module, tensor: str) -> torch.Tensor:
     """The value of a parametrised tensor as the module computes it in eval mode (no power-iteration step), on the
     CPU; the training flags are restored."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            return getattr(module, tensor).detach().cpu()
-    finally:
-        for m, flag in flags:
-            m.training = flag
+    with eval_mode(module), torch.no_grad():
+        return getattr(module, tensor).detach().cpu()
 
 
 def records_from_module(model: torch.nn.Module) -> Iterator[TensorRecord]:
@@ -71,13 +66,9 @@ def records_from_module(model: torch.nn.Module) -> Iterator[TensorRecord]:
         return match if match and torch.nn.utils.parametrize.is_parametrized(modules.get(match["owner"] or "")) \
             else None
 
-    last_part = {}                       # (owner, tensor) of a parametrisation -> index of its last stored part
-    for i, (key, _) in enumerate(items):
-        match = parametrised(key)
-        if match:
-            last_part[(match["owner"] or "", match["tensor"])] = i
-    for i, (key, value) in enumerate(items):
-        match = parametrised(key)
+    matches = [parametrised(key) for key, _ in items]
+    last_part = {(m["owner"] or "", m["tensor"]): i for i, m in enumerate(matches) if m}   # -> its last stored part
+    for i, ((key, value), match) in enumerate(zip(items, matches)):
         owner = (match["owner"] or "") if match else key.rpartition(".")[0]
         module_type = type(modules[owner]).__name__ if owner in modules else None
         skip = None

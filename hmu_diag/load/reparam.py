@@ -1,17 +1,16 @@
 """Weight reparametrisations: the effective weight a layer computes with, rebuilt from the parts a checkpoint stores.
 
-================  ==========================================================  =========================================
-reparametrisation  effective weight                                            stored parts of ``P.weight``
-================  ==========================================================  =========================================
-weight norm        W = g v / ||v||, the norm over every dim but the one g      ``P.weight_g``, ``P.weight_v``, or
-                   keeps (torch's default ``dim=0``: g is (out, 1, ...)); a    ``P.parametrizations.weight.original0``
-                   one-element g (``dim=None``) divides by the whole norm
-                                                                               (g) and ``.original1`` (v)
-spectral norm      W = W0 / sigma, sigma = u^T W0_mat v with W0_mat = W0       ``P.weight_orig``, ``P.weight_u``,
-                   reshaped to (out, -1) and u, v the stored power-iteration   ``P.weight_v``, or
-                   vectors (what torch uses in eval mode)                      ``P.parametrizations.weight.original``,
-                                                                               ``.0._u``, ``.0._v``
-================  ==========================================================  =========================================
+Weight norm (``torch.nn.utils.weight_norm`` or ``parametrizations.weight_norm``):
+    W = g v / ||v||, the norm over every dim but the one g keeps (torch's default ``dim=0``: g is (out, 1, ...));
+    a one-element g (``dim=None``) divides by the whole norm.
+    Stored parts of ``P.weight``: ``P.weight_g`` and ``P.weight_v``, or ``P.parametrizations.weight.original0`` (g)
+    and ``.original1`` (v).
+
+Spectral norm (``torch.nn.utils.spectral_norm`` or ``parametrizations.spectral_norm``):
+    W = W0 / sigma, sigma = u^T W0_mat v, with W0_mat = W0 reshaped to (out, -1) and u, v the stored power-iteration
+    vectors (what torch uses in eval mode).
+    Stored parts: ``P.weight_orig``, ``P.weight_u``, ``P.weight_v``, or ``P.parametrizations.weight.original``,
+    ``.0._u``, ``.0._v``.
 
 Analysing a part instead (v, or the unnormalised W0) would give the wrong spectrum: weight norm rescales every row,
 which changes the shape of the ESD and alpha; spectral norm rescales W, which changes lambda_max and the norms.

@@ -15,6 +15,7 @@ zip format, where tensors are then paged in on access instead of read up front).
 """
 from __future__ import annotations
 
+import builtins
 import pickle
 import warnings
 from collections.abc import Iterator
@@ -48,16 +49,13 @@ class Placeholder:
 
 def _load_with_placeholders(path: Path, fmt: str, first: UnsafePickleError) -> Any:
     """torch's weights-only load with every refused global allowed as a :class:`Placeholder` (module docstring)."""
-    import builtins
-    import pickle as pickle_module
-
     allowed: list = []
     names: list[str] = []
     while len(names) < _MAX_PLACEHOLDERS:
         try:
             with torch.serialization.safe_globals(allowed):
-                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch-zip")
-        except pickle_module.UnpicklingError as exc:
+                obj = _torch_load(path, fmt, weights_only=True)
+        except pickle.UnpicklingError as exc:
             name = refused_global(exc)
             if name is None or name in names:
                 raise checkpoint_error(path, exc) from None
@@ -85,7 +83,7 @@ def load_object(path: Path, fmt: str, *, trust_pickle: bool | str = False) -> An
     try:
         return _load(path, fmt, safe=True)
     except UnsafePickleError as refused:
-        if trust_pickle is False or (trust_pickle == "stubs" and fmt == "pickle"):
+        if not trust_pickle or (trust_pickle == "stubs" and fmt == "pickle"):
             raise
         if trust_pickle == "stubs":
             return _load_with_placeholders(path, fmt, refused)
@@ -96,6 +94,11 @@ def load_object(path: Path, fmt: str, *, trust_pickle: bool | str = False) -> An
     return _load(path, fmt, safe=False)
 
 
+def _torch_load(path: Path, fmt: str, *, weights_only: bool) -> Any:
+    """``torch.load`` on the CPU, memory-mapped for the zip format."""
+    return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=fmt == "torch-zip")
+
+
 def _load(path: Path, fmt: str, *, safe: bool) -> Any:
     try:
         if fmt == "pickle":
@@ -103,7 +106,7 @@ def _load(path: Path, fmt: str, *, safe: bool) -> Any:
                 refuse_raw_pickle(path)
             with path.open("rb") as fh:
                 return pickle.load(fh)  # noqa: S301 - import-free (cannot run code) unless trusted
-        return torch.load(path, map_location="cpu", weights_only=safe, mmap=fmt == "torch-zip")
+        return _torch_load(path, fmt, weights_only=safe)
     except CheckpointError:
         raise
     except Exception as exc:  # torch/pickle raise RuntimeError, UnpicklingError, EOFError, ValueError, ...

@@ -30,9 +30,10 @@ import scipy.linalg
 import torch
 from scipy.linalg.blas import get_blas_funcs
 
+from ..choices import ESD_DTYPES
 from ..errors import HmuDiagError, OptionError
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DTYPES = {name: getattr(torch, name) for name in ESD_DTYPES}
 _GRAM_BLOCK_ROWS = 8192
 #: smallest M sent through scipy's syrk + syevd on the CPU: below it torch's MKL eigvalsh was faster (measured on 2
 #: cores: M = 160 3.0 vs 7.5 ms, M = 320 10.6 vs 13.8 ms; M = 768 104 vs 70 ms, M = 1000 158 vs 80 ms)
