@@ -49,15 +49,27 @@ def ratio_summary(numerator: np.ndarray, denominator: np.ndarray) -> str:
     return f"{med:5.2f}x [{q1:.2f}-{q3:.2f}]"
 
 
+_CLEARERS: dict[int, list[Callable[[], None]]] = {}
+
+
+def _cache_clearers() -> list[Callable[[], None]]:
+    """``cache_clear`` of every cache of hmu_diag's modules (functools caches and the like), found once per set of
+    imported modules: scanning every module's namespace costs milliseconds, which would enter the timings."""
+    loaded = len(sys.modules)
+    if loaded not in _CLEARERS:
+        _CLEARERS.clear()
+        _CLEARERS[loaded] = [value.cache_clear for name, module in list(sys.modules.items())
+                             if name.startswith("hmu_diag") for value in vars(module).values()
+                             if not isinstance(value, type) and callable(getattr(value, "cache_clear", None))]
+    return _CLEARERS[loaded]
+
+
 def cold(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn`` run after emptying every functools cache of hmu_diag (HTMP tables, moment-law tables), so that a repeat
-    costs what a first analysis of a new model costs, not what re-analysing the same layers costs."""
+    """``fn`` run after emptying every cache of hmu_diag (HTMP tables, moment-law tables), so that a repeat costs
+    what a first analysis of a new model costs, not what re-analysing the same layers costs."""
     def run() -> Any:
-        for name, module in list(sys.modules.items()):
-            if name.startswith("hmu_diag"):
-                for value in vars(module).values():
-                    if callable(getattr(value, "cache_clear", None)):
-                        value.cache_clear()
+        for clear in _cache_clearers():
+            clear()
         return fn()
     return run
 

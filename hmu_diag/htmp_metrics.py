@@ -33,16 +33,17 @@ htmp_status            "ok"; "ok: no D (...)" when kappa and its CI stand but th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from hmu_diag.errors import HmuDiagError, failed_status
-from hmu_diag.fits.htmp import fit as htmp_fit
+from hmu_diag.fits.htmp import fit_many as htmp_fit_many
 from hmu_diag.fits.mp import fit_mp
 from hmu_diag.fits.phase import UNDETERMINED, classify_phase
 from hmu_diag.fits.powerlaw import fit_power_law
 
-__all__ = ["COLUMNS", "htmp_metrics"]
+__all__ = ["COLUMNS", "htmp_metrics", "htmp_metrics_many"]
 
 COLUMNS = ("htmp_kappa", "htmp_kappa_lo", "htmp_kappa_hi", "htmp_scale", "htmp_orientation", "htmp_delta", "htmp_D",
            "mp_D", "mp_scale", "mp_bulk_max", "mp_num_spikes", "htmp_pred_alpha", "htmp_pred_lower_exp",
@@ -73,13 +74,65 @@ def htmp_metrics(evals, gamma: float, *, alpha: float = math.nan, seed: int = 0,
     :func:`hmu_diag.fits.htmp.fit`; ``lower_tail=False`` skips the power-law fit of 1/lambda (its columns NaN);
     ``n_boot`` bootstrap replicates give that fit's ``lower_p_value`` (0: NaN; seeded by ``seed``).
     """
-    try:
-        x = np.asarray(evals, dtype=np.float64).ravel()
+    return htmp_metrics_many([evals], [gamma], alphas=[alpha], rank_losses=[rank_loss], n_matrices=[n_matrices],
+                             seed=seed, orientation=orientation, ci=ci, spikes=spikes, lower_tail=lower_tail,
+                             n_boot=n_boot)[0]
+
+
+_DATA_ERRORS = (HmuDiagError, ValueError, TypeError, ArithmeticError)
+
+
+def htmp_metrics_many(evals_list: Sequence, gammas: Sequence[float], *, alphas: Sequence[float] | None = None,
+                      rank_losses: Sequence[int] | None = None, n_matrices: Sequence[int] | None = None,
+                      seed: int = 0, orientation: str = "auto", ci: str = "asymptotic", spikes: bool = True,
+                      lower_tail: bool = True, n_boot: int = 0) -> list[dict]:
+    """:func:`htmp_metrics` of many spectra (per-spectrum ``alphas``, ``rank_losses``, ``n_matrices``; defaults NaN,
+    0, 1): the HTMP fits of all of them run as one batch (:func:`hmu_diag.fits.htmp.fit_many`).  Each row equals the
+    one :func:`htmp_metrics` gives alone: a spectrum that makes the batch raise is refitted on its own, so it gets
+    its own failure row and the others are unaffected.
+    """
+    count = len(evals_list)
+    alphas = [math.nan] * count if alphas is None else list(alphas)
+    rank_losses = [0] * count if rank_losses is None else list(rank_losses)
+    n_matrices = [1] * count if n_matrices is None else list(n_matrices)
+    rows: list[dict | None] = [None] * count
+    xs, mps, ok = {}, {}, []
+    for i, (evals, gamma) in enumerate(zip(evals_list, gammas)):
+        try:
+            xs[i] = np.asarray(evals, dtype=np.float64).ravel()
+            with np.errstate(all="ignore"):
+                mps[i] = fit_mp(xs[i], gamma, spikes=spikes, n_matrices=n_matrices[i])
+            ok.append(i)
+        except _DATA_ERRORS as exc:
+            rows[i] = _empty(failed_status(type(exc).__name__, str(exc)))
+
+    def fit_htmp(batch: list[int]) -> list:
         with np.errstate(all="ignore"):
-            mp = fit_mp(x, gamma, spikes=spikes, n_matrices=n_matrices)
-            ht = htmp_fit(x, gamma, orientation, spikes=spikes, ci=ci, seed=seed, n_matrices=n_matrices, mp=mp)
-    except (HmuDiagError, ValueError, TypeError, ArithmeticError) as exc:
-        return _empty(failed_status(type(exc).__name__, str(exc)))
+            return htmp_fit_many([xs[i] for i in batch], [gammas[i] for i in batch], orientation, spikes=spikes,
+                                 ci=ci, seed=seed, n_matrices=[n_matrices[i] for i in batch],
+                                 mps=[mps[i] for i in batch])
+
+    try:
+        fits = fit_htmp(ok)
+    except _DATA_ERRORS:                  # one spectrum the batch cannot take: fit each alone, only it fails
+        fits = []
+        for i in ok:
+            try:
+                fits.extend(fit_htmp([i]))
+            except _DATA_ERRORS as exc:
+                fits.append(exc)
+    for i, ht in zip(ok, fits):
+        if isinstance(ht, Exception):
+            rows[i] = _empty(failed_status(type(ht).__name__, str(ht)))
+            continue
+        rows[i] = _columns(xs[i], mps[i], ht, alpha=alphas[i], rank_loss=rank_losses[i], seed=seed,
+                           lower_tail=lower_tail, n_boot=n_boot)
+    return rows
+
+
+def _columns(x: np.ndarray, mp, ht, *, alpha: float, rank_loss: int, seed: int, lower_tail: bool,
+             n_boot: int) -> dict:
+    """One spectrum's row from its MP and HTMP fits, plus the lower-tail power-law fit and the phase."""
     row = _empty(_fit_status(ht))
     if mp.ok:
         row.update(mp_D=mp.D, mp_scale=mp.scale, mp_bulk_max=mp.bulk_max, mp_num_spikes=mp.num_spikes)

@@ -34,11 +34,15 @@ With ``htmp=True`` the HTMP and Marchenko-Pastur columns of :func:`hmu_diag.htmp
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .fits.powerlaw import fit_power_law
+
+if TYPE_CHECKING:
+    from .spectra.weights import Spectrum
 
 COLUMN_ORDER = ["N", "M", "Q", "gamma", "num_evals", "rank_loss", "dtype", "esd_method", "lambda_max", "alpha", "D",
                 "sigma", "xmin", "xmax", "num_pl_spikes", "p_value", "num_fingers", "fit_status", "warning",
@@ -91,36 +95,65 @@ def esd_row(evals: np.ndarray, *, N: int, M: int, zero_tol: float = 0.0, dtype: 
             n_matrices: int = 1, xmax: float | None = None, fix_fingers: str | None = None, n_boot: int = 0,
             htmp: bool = True, htmp_orientation: str = "auto", seed: int = 0, esd_method: str = "exact",
             trace: float | None = None) -> dict[str, Any]:
-    """Every per-layer metric of one ESD, as a flat dict (one table row).
+    """Every per-layer metric of one ESD, as a flat dict (one table row): :func:`esd_rows` of one spectrum.
 
     Used alike for weight, Jacobian and Hessian spectra.  ``evals`` are all eigenvalues (any order); those ≤ ``zero_tol``
     count as rank loss and are excluded from the power-law and HTMP fits.  ``N ≥ M`` are the matrix dimensions that
     define γ = M/N for the MP/HTMP fits; ``n_matrices`` is the number of matrices pooled into ``evals``.
-    ``htmp_orientation`` ("auto", "direct", "inverse") is passed to :func:`hmu_diag.fits.htmp.fit`; ``n_boot`` and
-    ``seed`` to :func:`hmu_diag.fit_power_law` (bootstrap ``p_value``; 0: NaN).
     A partial ESD (``esd_method`` other than "exact": ``evals`` are the largest n_matrices·M eigenvalues only, whose
     sum is ``trace``) gets the tail and norm columns; those that need the whole ESD are NaN (module docstring).
     """
-    evals = np.sort(np.asarray(evals, dtype=np.float64))
-    fit_input = evals[evals > zero_tol]
-    partial = esd_method != "exact"
-    row: dict[str, Any] = {"N": int(N), "M": int(M), "Q": N / M, "gamma": M / N,
-                           "num_evals": int(n_matrices * M) if partial else int(evals.size),
-                           "rank_loss": math.nan if partial else int(evals.size - fit_input.size), "dtype": dtype,
-                           "esd_method": esd_method}
-    row.update(norm_metrics(evals, trace if partial else None))
-    fit = fit_power_law(fit_input, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
-    row.update({"alpha": fit.alpha, "xmin": fit.xmin, "xmax": fit.xmax, "D": fit.D, "sigma": fit.sigma,
-                "p_value": fit.p_value, "num_pl_spikes": fit.n_tail, "num_fingers": fit.num_fingers,
-                "fit_status": fit.status})
-    row.update(alpha_metrics(fit.alpha, fit_input, row["lambda_max"]))
-    if partial:
-        row["log_alpha_norm"] = math.nan
-    row["warning"] = training_warning(fit.alpha)
-    if htmp and partial:
-        row["htmp_status"] = f"skipped: partial ESD ({esd_method}); MP/HTMP fits need every eigenvalue"
-    elif htmp:
-        from .htmp_metrics import htmp_metrics
-        row.update(htmp_metrics(fit_input, M / N, alpha=fit.alpha, seed=seed, rank_loss=row["rank_loss"],
-                                n_matrices=n_matrices, orientation=htmp_orientation, n_boot=n_boot))
-    return row
+    from .spectra.weights import Spectrum
+    spectrum = Spectrum(np.asarray(evals, dtype=np.float64), N=int(N), M=int(M), n_matrices=int(n_matrices),
+                        dtype=dtype, zero_tol=zero_tol, method=esd_method,
+                        trace=math.nan if trace is None else float(trace))
+    return esd_rows([spectrum], xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, htmp=htmp,
+                    htmp_orientation=htmp_orientation, seed=seed)[0]
+
+
+def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fingers: str | None = None,
+             n_boot: int = 0, htmp: bool = True, htmp_orientation: str = "auto", seed: int = 0) -> list[dict[str, Any]]:
+    """The rows of many ESDs (:class:`hmu_diag.spectra.weights.Spectrum`), one flat dict each (see :func:`esd_row`).
+
+    The power-law fit and scale metrics run per spectrum; the MP/HTMP columns of all exact spectra are fitted in one
+    batch (:func:`hmu_diag.htmp_metrics.htmp_metrics_many`), which costs little more than one layer.  Each row is
+    the same whatever else is in the batch.  ``htmp_orientation`` ("auto", "direct", "inverse") is passed to
+    :func:`hmu_diag.fits.htmp.fit`; ``n_boot`` and ``seed`` to :func:`hmu_diag.fit_power_law` (bootstrap
+    ``p_value``; 0: NaN).
+    """
+    rows, fit_inputs, alphas = [], [], []
+    for spectrum in spectra:
+        evals = np.sort(np.asarray(spectrum.evals, dtype=np.float64))
+        fit_input = evals[evals > spectrum.zero_tol]
+        partial = spectrum.method != "exact"
+        N, M = spectrum.N, spectrum.M
+        row: dict[str, Any] = {"N": int(N), "M": int(M), "Q": N / M, "gamma": M / N,
+                               "num_evals": int(spectrum.n_matrices * M) if partial else int(evals.size),
+                               "rank_loss": math.nan if partial else int(evals.size - fit_input.size),
+                               "dtype": spectrum.dtype, "esd_method": spectrum.method}
+        row.update(norm_metrics(evals, spectrum.trace if partial else None))
+        fit = fit_power_law(fit_input, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
+        row.update({"alpha": fit.alpha, "xmin": fit.xmin, "xmax": fit.xmax, "D": fit.D, "sigma": fit.sigma,
+                    "p_value": fit.p_value, "num_pl_spikes": fit.n_tail, "num_fingers": fit.num_fingers,
+                    "fit_status": fit.status})
+        row.update(alpha_metrics(fit.alpha, fit_input, row["lambda_max"]))
+        if partial:
+            row["log_alpha_norm"] = math.nan
+        row["warning"] = training_warning(fit.alpha)
+        if htmp and partial:
+            row["htmp_status"] = (f"skipped: partial ESD ({spectrum.method}); MP/HTMP fits need every "
+                                  "eigenvalue")
+        rows.append(row)
+        fit_inputs.append(fit_input)
+        alphas.append(fit.alpha)
+    exact = [i for i, s in enumerate(spectra) if s.method == "exact"]
+    if htmp and exact:
+        from .htmp_metrics import htmp_metrics_many
+        columns = htmp_metrics_many([fit_inputs[i] for i in exact], [spectra[i].M / spectra[i].N for i in exact],
+                                    alphas=[alphas[i] for i in exact],
+                                    rank_losses=[rows[i]["rank_loss"] for i in exact],
+                                    n_matrices=[spectra[i].n_matrices for i in exact], orientation=htmp_orientation,
+                                    seed=seed, n_boot=n_boot)
+        for i, extra in zip(exact, columns):
+            rows[i].update(extra)
+    return rows

@@ -17,7 +17,7 @@ from .executors import EXECUTORS, TaskFailure, run_tasks
 from .load import ModelRef, iter_tensors, list_models
 from .load.reparam import effective_weights
 from .htmp_metrics import COLUMNS as HTMP_COLUMNS
-from .metrics import COLUMN_ORDER, esd_row
+from .metrics import COLUMN_ORDER, esd_rows
 from .spectra.approx import tail_spectrum
 from .spectra.weights import Spectrum, resolve_dtype, weight_spectrum
 from .walk import LayerMatrix, walk
@@ -103,18 +103,54 @@ def skipped_row(model: str, lm: LayerMatrix) -> dict[str, Any]:
 
 
 def analyze_layer(model: str, lm: LayerMatrix, options: AnalyzeOptions) -> dict[str, Any]:
-    """One row of the per-layer table: identity, status and (when analysable) every metric."""
+    """One row of the per-layer table: identity, status and (when analysable) every metric; raises what the
+    analysis raises.  :func:`analyze_layers` does many layers at once."""
     if is_skipped(lm):
         return skipped_row(model, lm)
+    return _layer_row(model, lm, _metric_rows([layer_spectrum(lm, options)], options)[0])
+
+
+def _metric_rows(spectra: list[Spectrum], options: AnalyzeOptions) -> list[dict[str, Any]]:
+    """The metric columns of each spectrum (:func:`hmu_diag.metrics.esd_rows` with the analysis options)."""
+    return esd_rows(spectra, xmax=options.xmax, fix_fingers=options.fix_fingers, n_boot=options.n_boot,
+                    htmp=options.htmp, htmp_orientation=options.htmp_orientation, seed=options.seed)
+
+
+def _layer_row(model: str, lm: LayerMatrix, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Identity columns + metric columns; the status is the power-law fit's."""
     row = layer_identity(model, lm)
-    spectrum = layer_spectrum(lm, options)
-    row.update(esd_row(spectrum.evals, N=spectrum.N, M=spectrum.M, zero_tol=spectrum.zero_tol,
-                       dtype=spectrum.dtype, n_matrices=spectrum.n_matrices, xmax=options.xmax,
-                       fix_fingers=options.fix_fingers, n_boot=options.n_boot, htmp=options.htmp,
-                       htmp_orientation=options.htmp_orientation, seed=options.seed, esd_method=spectrum.method,
-                       trace=spectrum.trace))
+    row.update(metrics)
     row["status"] = row["fit_status"]
     return row
+
+
+def analyze_layers(layers: list[tuple[str, LayerMatrix]], options: AnalyzeOptions) -> list[dict[str, Any] | TaskFailure]:
+    """The rows of several analysable layers ``(model, layer matrix)``: each layer's spectrum, then the metrics of
+    all of them by :func:`hmu_diag.metrics.esd_rows`, whose MP/HTMP fits run as one batch (a small layer's fits
+    cost numpy's per-call overhead, so a batch of them costs little more than one).  Every row is the same as that
+    layer's row alone.  A layer whose analysis raises gets a :class:`TaskFailure` in its place and the others are
+    unaffected (a batch that raises is redone layer by layer)."""
+    results: list[dict[str, Any] | TaskFailure | None] = [None] * len(layers)
+    spectra: list[tuple[int, Spectrum]] = []
+    for position, (_, lm) in enumerate(layers):
+        try:
+            spectra.append((position, layer_spectrum(lm, options)))
+        except Exception as exc:  # noqa: BLE001 -- one layer's failure is reported in its row
+            results[position] = TaskFailure(position, type(exc).__name__, str(exc))
+
+    try:
+        computed: list[dict[str, Any] | TaskFailure] = _metric_rows([spectrum for _, spectrum in spectra], options)
+    except Exception:  # noqa: BLE001 -- redo one by one, so that only the layer that raises fails
+        computed = []
+        for position, spectrum in spectra:
+            try:
+                computed.extend(_metric_rows([spectrum], options))
+            except Exception as exc:  # noqa: BLE001
+                computed.append(TaskFailure(position, type(exc).__name__, str(exc)))
+    for (position, _), metrics in zip(spectra, computed):
+        model, lm = layers[position]
+        results[position] = metrics if isinstance(metrics, TaskFailure) else _layer_row(model, lm, metrics)
+    return results
 
 
 def layer_spectrum(lm: LayerMatrix, options: AnalyzeOptions) -> Spectrum:
@@ -154,9 +190,15 @@ def iter_layers(source: Any, options: AnalyzeOptions, *, trust_pickle: bool = Fa
         yield ref.name, lm
 
 
-def _analyze_task(task: tuple[str, LayerMatrix, AnalyzeOptions]) -> dict[str, Any]:
-    """Top-level (picklable) task for the executors: one layer's row."""
-    return analyze_layer(*task)
+#: layers analysed together in a serial run (their MP/HTMP fits form one batch), at most this many ...
+BATCH_LAYERS = 64
+#: ... and at most this many matrix entries in all (the matrices of a batch are held until its spectra are done)
+BATCH_ELEMENTS = 1 << 22
+
+
+def _analyze_task(task: tuple[list[tuple[str, LayerMatrix]], AnalyzeOptions]) -> list[dict[str, Any] | TaskFailure]:
+    """Top-level (picklable) task for the executors: the rows of a batch of layers."""
+    return analyze_layers(*task)
 
 
 def failure_row(model: str, lm: LayerMatrix, failure: TaskFailure) -> dict[str, Any]:
@@ -192,7 +234,7 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str
             spectrum: str = "exact", top_k: int = 128, trust_pickle: bool | str = False, n_jobs: int | None = 1,
             executor: str = "local", scheduler: Any = None, cache_dir: str | None = None,
             progress: bool = False) -> pd.DataFrame:
-    """Analyse every weight matrix of a model (or of every model in a directory): one row per matrix.
+    r"""Analyse every weight matrix of a model (or of every model in a directory): one row per matrix.
 
     Parameters
     ----------
@@ -242,7 +284,26 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str
     pending: list[tuple[int, str | None, str, LayerMatrix]] = []   # (row slot, cache key, model, layer) per task
     fingerprints: dict[str, str | None] = {}
 
-    def tasks() -> Iterator[tuple[str, LayerMatrix, AnalyzeOptions]]:
+    serial = executor == "local" and (n_jobs or 1) == 1
+    # a serial run batches small layers (their fits share numpy calls); a parallel one sends each layer as a task
+    batch_layers = BATCH_LAYERS if serial else 1
+    batches: list[range] = []                # the pending entries of each task, in task order
+
+    def tasks() -> Iterator[tuple[list[tuple[str, LayerMatrix]], AnalyzeOptions]]:
+        batch: list[tuple[str, LayerMatrix]] = []
+        elements = 0
+        for ref, lm in layer_tasks():
+            batch.append((ref.name, lm))
+            elements += lm.matrices.numel()
+            if len(batch) >= batch_layers or elements >= BATCH_ELEMENTS:
+                batches.append(range(len(pending) - len(batch), len(pending)))
+                yield batch, options
+                batch, elements = [], 0
+        if batch:
+            batches.append(range(len(pending) - len(batch), len(pending)))
+            yield batch, options
+
+    def layer_tasks() -> Iterator[tuple[ModelRef, LayerMatrix]]:
         for ref, lm in iter_model_layers(source, options, trust_pickle=trust_pickle):
             if is_skipped(lm):       # no work: its row is written here, not sent to an executor or the cache
                 rows.append(skipped_row(ref.name, lm))
@@ -261,18 +322,24 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str
             # finished layer's matrix (memory stays bounded by the layers in flight, not the model)
             pending.append((len(rows), key, ref.name, replace(lm, matrices=None)))
             rows.append(None)
-            yield ref.name, lm, options
+            yield ref, lm
+
+    def layer_results(index: int, result: Any) -> list[Any]:
+        """A task's result as one entry per pending layer (a failed task fails each of its layers)."""
+        return [result] * len(batches[index]) if isinstance(result, TaskFailure) else result
 
     def store(index: int, result: Any) -> None:
-        key = pending[index][1]
-        if key is not None and not isinstance(result, TaskFailure):
-            cache.put(key, result)
+        for entry, layer_result in zip(batches[index], layer_results(index, result)):
+            key = pending[entry][1]
+            if key is not None and not isinstance(layer_result, TaskFailure):
+                cache.put(key, layer_result)
 
-    serial = executor == "local" and (n_jobs or 1) == 1
     results = run_tasks(_analyze_task, tasks(), executor="serial" if serial else executor, n_jobs=n_jobs,
                         scheduler=scheduler, progress=progress, on_result=store)
-    for (slot, _, model, lm), result in zip(pending, results):
-        rows[slot] = failure_row(model, lm, result) if isinstance(result, TaskFailure) else result
+    for index, result in enumerate(results):
+        for entry, layer_result in zip(batches[index], layer_results(index, result)):
+            slot, _, model, lm = pending[entry]
+            rows[slot] = failure_row(model, lm, layer_result) if isinstance(layer_result, TaskFailure) else layer_result
     return to_frame(rows)
 
 

@@ -15,9 +15,8 @@ from scipy import integrate, special, stats
 
 from hmu_diag import htmp
 from hmu_diag.errors import OptionError
-from hmu_diag.fits.htmp import (
-    KAPPA_MP_EQUIV, HTMPFit, _cubic_sum_rule, _ratio_mean, _ratio_sd, fit, kappa_moments, log_stat_moments,
-    log_stat_mp)
+from hmu_diag.fits._kappa_law import _cubic_sum_rule, _ratio_mean, _ratio_sd
+from hmu_diag.fits.htmp import KAPPA_MP_EQUIV, HTMPFit, fit, kappa_moments, log_stat_moments, log_stat_mp
 from hmu_diag.htmp._accuracy import FIT_CDF_ATOL
 
 GAMMAS = (0.1, 0.33, 0.5, 0.9)

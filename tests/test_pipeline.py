@@ -158,11 +158,11 @@ def test_resumed_run_reuses_cached_rows_and_gives_the_same_table(tmp_path, monke
 
     def must_not_run(*args):
         raise AssertionError("a cached layer was recomputed")
-    monkeypatch.setattr(pipeline, "analyze_layer", must_not_run)
+    monkeypatch.setattr(pipeline, "analyze_layers", must_not_run)
     again = analyze(DEMO, cache_dir=tmp_path)
     pd.testing.assert_frame_equal(first, again, check_dtype=False)
     changed = analyze(DEMO, cache_dir=tmp_path / "other", htmp=False)  # other options: other keys, recomputed...
-    analysed = ~changed["status"].str.startswith("skipped")   # (skipped tensors never reach analyze_layer)
+    analysed = ~changed["status"].str.startswith("skipped")   # (skipped tensors never reach analyze_layers)
     assert analysed.sum() == first["status"].eq("ok").sum() > 0
     assert changed.loc[analysed, "status"].str.startswith("failed: AssertionError").all()  # ...so it ran
 
@@ -198,8 +198,8 @@ def test_dask_cluster_run_equals_serial_run():
 
 
 def test_finished_layers_are_released_while_later_layers_run(tmp_path, monkeypatch):
-    """Memory bounded by the layers in flight, not the model: when a layer is analysed, the matrices of every layer
-    finished before it are no longer referenced (the table keeps only identities)."""
+    """Memory bounded by the layers in flight, not the model: when a batch of layers is analysed, the matrices of
+    every layer finished before it are no longer referenced (the table keeps only identities)."""
     import gc
     import weakref
 
@@ -211,19 +211,42 @@ def test_finished_layers_are_released_while_later_layers_run(tmp_path, monkeypat
     save_file({f"l{i}.weight": torch.randn(40, 30, generator=torch.Generator().manual_seed(i)) for i in range(5)},
               str(path))
     seen: list[weakref.ref] = []
-    alive_at_each_layer: list[int] = []
-    analyze_layer = pipeline.analyze_layer
+    alive_at_each_batch: list[int] = []
+    analyze_layers = pipeline.analyze_layers
 
-    def spying(model, lm, options):
+    def spying(layers, options):
         gc.collect()
-        alive_at_each_layer.append(sum(r() is not None for r in seen))
-        seen.append(weakref.ref(lm.matrices))
-        return analyze_layer(model, lm, options)
+        alive_at_each_batch.append(sum(r() is not None for r in seen))
+        seen.extend(weakref.ref(lm.matrices) for _, lm in layers)
+        return analyze_layers(layers, options)
 
-    monkeypatch.setattr(pipeline, "analyze_layer", spying)
+    monkeypatch.setattr(pipeline, "analyze_layers", spying)
+    monkeypatch.setattr(pipeline, "BATCH_LAYERS", 2)
     frame = analyze(str(path), htmp=False)
     assert frame["status"].eq("ok").sum() == 5
-    assert alive_at_each_layer == [0, 0, 0, 0, 0]
+    assert alive_at_each_batch == [0, 0, 0]                  # batches of 2, 2 and 1 layers
+
+
+def test_batched_layers_give_the_rows_each_layer_gets_alone(monkeypatch):
+    """A serial run fits its layers' MP/HTMP columns as one batch; every row equals the row of that layer analysed
+    alone (MobileNetV2-style small conv layers, all columns), and a layer whose fit raises fails alone."""
+    from hmu_diag import pipeline
+
+    batched = analyze(DEMO)
+    monkeypatch.setattr(pipeline, "BATCH_LAYERS", 1)
+    alone = analyze(DEMO)
+    pd.testing.assert_frame_equal(batched, alone, check_exact=True)
+    monkeypatch.undo()
+    real = pipeline.esd_rows
+
+    def fails_on_fc2(spectra, **kw):
+        if any(s.M == s.N == 256 for s in spectra):
+            raise FloatingPointError("fit blew up")
+        return real(spectra, **kw)
+    monkeypatch.setattr(pipeline, "esd_rows", fails_on_fc2)
+    df = analyze(DEMO).set_index("layer")
+    assert df.loc["fc2", "status"] == "failed: FloatingPointError: fit blew up"
+    assert (df.drop(index="fc2")["status"].isin(["ok"]) | df.drop(index="fc2")["status"].str.startswith("skipped")).all()
 
 
 def test_cli_piped_into_a_reader_that_stops_early_prints_no_traceback(tmp_path):

@@ -43,22 +43,6 @@ _CLAMP_TOL = 1e-4
 _COARSE, _DENSE = 2000, 8000
 
 
-def _stencil(value: float, nodes: np.ndarray) -> tuple[int, np.ndarray] | None:
-    """(first index, cubic Lagrange weights) of the 4 nodes around ``value`` (uniform grid), or None outside.
-
-    With r = (value - nodes[first])/step in [0, 3] the weights of nodes 0..3 are -(r-1)(r-2)(r-3)/6, r(r-2)(r-3)/2,
-    -r(r-1)(r-3)/2, r(r-1)(r-2)/6."""
-    lo, hi = float(nodes[0]), float(nodes[-1])
-    if not lo <= value <= hi:
-        return None
-    step = (hi - lo) / (nodes.size - 1)
-    first = min(max(math.floor((value - lo) / step) - 1, 0), nodes.size - 4)
-    r = (value - lo) / step - first
-    weights = np.array([-(r - 1) * (r - 2) * (r - 3) / 6, r * (r - 2) * (r - 3) / 2, -r * (r - 1) * (r - 3) / 2,
-                        r * (r - 1) * (r - 2) / 6])
-    return first, weights
-
-
 _LOADED: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
 
@@ -75,23 +59,25 @@ def _table() -> tuple[np.ndarray, np.ndarray] | None:
     return _LOADED["table"]
 
 
-def cdf_sf(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """(F, 1 - F) of HTMP(gamma, kappa) at unit scale at the points x > 0 from the table, or None (module docstring)."""
-    table = _table()
-    if table is None:
-        return None
-    k_st = _stencil(math.log10(kappa), LOG10_KAPPA)
-    if k_st is None:
-        return None
-    k0, wk = k_st
-    if gamma == 1.0:
-        log_q = wk @ table[1][k0:k0 + 4]
-    else:
-        g_st = _stencil(math.log10((1.0 - gamma) / gamma), V_GAMMA)
-        if g_st is None:
-            return None
-        g0, wg = g_st
-        log_q = wg @ (wk @ table[0][g0:g0 + 4, k0:k0 + 4])
+def _stencils(values: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cubic Lagrange stencils on a uniform grid for many values: (inside the node range, index of the first of the 4
+    nodes around each value, their weights (values, 4)).
+
+    With r = (value - nodes[first])/step in [0, 3] the weights of nodes 0..3 are -(r-1)(r-2)(r-3)/6, r(r-2)(r-3)/2,
+    -r(r-1)(r-3)/2, r(r-1)(r-2)/6.  Values outside the range get arbitrary weights (``inside`` False)."""
+    lo, hi = float(nodes[0]), float(nodes[-1])
+    inside = (values >= lo) & (values <= hi)
+    step = (hi - lo) / (nodes.size - 1)
+    pos = np.where(inside, (values - lo) / step, 0.0)
+    first = np.clip(np.floor(pos).astype(np.intp) - 1, 0, nodes.size - 4)
+    r = pos - first
+    weights = np.stack([-(r - 1) * (r - 2) * (r - 3) / 6, r * (r - 2) * (r - 3) / 2, -r * (r - 1) * (r - 3) / 2,
+                        r * (r - 1) * (r - 2) / 6], axis=-1)
+    return inside, first, weights
+
+
+def _from_levels(x: np.ndarray, log_q: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(F, 1 - F) at x from one interpolated quantile curve log_q (at LEVELS), or None (module docstring)."""
     valid = np.isfinite(log_q)
     if valid.sum() < 8:
         return None
@@ -102,6 +88,39 @@ def cdf_sf(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray, np.nd
         return None
     z = np.interp(log_x, log_q, z_levels)
     return sp.expit(z), sp.expit(-z)
+
+
+def cdf_sf_many(xs: list[np.ndarray], gammas, kappas) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`cdf_sf` for many parameter pairs: (F, 1 - F) of HTMP(gammas[i], kappas[i]) at unit scale at the points
+    ``xs[i]`` > 0, or None where the table cannot answer.  The 4 x 4 node curves of every pair are combined in one
+    vectorised step; each row's result does not depend on the other rows."""
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(xs)
+    table = _table()
+    if table is None or not len(xs):
+        return out
+    gammas, kappas = np.asarray(gammas, dtype=np.float64), np.asarray(kappas, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k_in, k0, wk = _stencils(np.log10(kappas), LOG10_KAPPA)
+        square = gammas == 1.0
+        g_in, g0, wg = _stencils(np.log10((1.0 - gammas) / gammas), V_GAMMA)
+    usable = k_in & (square | g_in)
+    log_q = np.full((gammas.size, LEVELS.size), np.nan)
+    four = np.arange(4)
+    rows = usable & ~square
+    if rows.any():
+        nodes = table[0][g0[rows][:, None, None] + four[None, :, None], k0[rows][:, None, None] + four[None, None, :]]
+        log_q[rows] = np.einsum("ri,rj,rijl->rl", wg[rows], wk[rows], nodes)
+    rows = usable & square
+    if rows.any():
+        log_q[rows] = np.einsum("rj,rjl->rl", wk[rows], table[1][k0[rows][:, None] + four[None, :]])
+    for i in np.flatnonzero(usable).tolist():
+        out[i] = _from_levels(xs[i], log_q[i])
+    return out
+
+
+def cdf_sf(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(F, 1 - F) of HTMP(gamma, kappa) at unit scale at the points x > 0 from the table, or None (module docstring)."""
+    return cdf_sf_many([x], [gamma], [kappa])[0]
 
 
 # ---------------------------------------------------------------------------------------------------- building

@@ -144,6 +144,32 @@ def _cdf_sf_unit(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray,
     return phase / total, (total - phase) / total
 
 
+def cdf_sf_many(xs: list[np.ndarray], gammas, kappas, scales) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """(F, 1 - F) of HTMP(gammas[i], kappas[i], scales[i]) at the finite points ``xs[i]`` > 0, for many laws at once
+    (kappa = inf: Marchenko-Pastur).  Validated parameters are assumed (the fits pass their own).
+
+    In fit mode the laws the quantile table covers are evaluated together (:func:`_quantile_table.cdf_sf_many`); the
+    others one by one, as :func:`cdf` would.  A law that cannot be evaluated within the current limits
+    (:class:`~hmu_diag.errors.HmuDiagError`) gives None in its place instead of stopping the others.
+    """
+    units = [np.asarray(x, dtype=np.float64) / float(sc) for x, sc in zip(xs, scales)]
+    kappas = np.asarray(kappas, dtype=np.float64)
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(units)
+    if in_fit_mode():
+        table_rows = np.flatnonzero(kappas < KAPPA_MP).tolist()
+        for i, res in zip(table_rows, _quantile_table.cdf_sf_many([units[i] for i in table_rows],
+                                                                 np.asarray(gammas, dtype=np.float64)[table_rows],
+                                                                 kappas[table_rows])):
+            out[i] = res
+    for i, unit in enumerate(units):
+        if out[i] is None:
+            try:
+                out[i] = _cdf_sf_unit(unit, float(gammas[i]), float(kappas[i]))
+            except HmuDiagError:
+                out[i] = None
+    return out
+
+
 #: offsets (in delta) of the interpolation nodes around an integer delta, in units of INT_GAP
 _NODE_OFFSETS = np.array([-4.0, -2.0, 2.0, 4.0])
 
