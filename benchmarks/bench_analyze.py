@@ -67,14 +67,14 @@ def torch_eig(mats: list) -> float:
 
 #: what stage_clock times: (module, function name, stage)
 CLOCKED = (("hmu_diag.pipeline", "weight_spectrum", "spectrum"),
-           ("hmu_diag.htmp_metrics", "fit_mp", "fits"), ("hmu_diag.htmp_metrics", "htmp_fit_many", "fits"),
+           ("hmu_diag.htmp_metrics", "fit_mp_many", "fits"), ("hmu_diag.htmp_metrics", "htmp_fit_many", "fits"),
            ("hmu_diag.htmp_metrics", "htmp_metrics_many", "columns"))
 
 
 @contextlib.contextmanager
 def stage_clock():
     """Wall time (s) spent, while the block runs, inside hmu-diag's spectrum step ("spectrum"), inside the HTMP and MP
-    fits ("fits": :func:`hmu_diag.fits.htmp.fit_many` and :func:`hmu_diag.fits.mp.fit_mp`) and inside all the
+    fits ("fits": :func:`hmu_diag.fits.htmp.fit_many` and :func:`hmu_diag.fits.mp.fit_mp_many`) and inside all the
     HTMP/MP columns ("columns": the fits plus the lower-tail power-law fit and the phase,
     :func:`hmu_diag.htmp_metrics.htmp_metrics_many`): the costs measured in the same analysis, so machine load
     drifting between separate runs does not enter their ratios."""

@@ -39,7 +39,7 @@ import numpy as np
 
 from hmu_diag.errors import HmuDiagError, failed_status
 from hmu_diag.fits.htmp import fit_many as htmp_fit_many
-from hmu_diag.fits.mp import fit_mp
+from hmu_diag.fits.mp import fit_mp_many
 from hmu_diag.fits.phase import UNDETERMINED, classify_phase
 from hmu_diag.fits.powerlaw import fit_power_law
 
@@ -96,37 +96,38 @@ def htmp_metrics_many(evals_list: Sequence, gammas: Sequence[float], *, alphas: 
     rank_losses = [0] * count if rank_losses is None else list(rank_losses)
     n_matrices = [1] * count if n_matrices is None else list(n_matrices)
     rows: list[dict | None] = [None] * count
-    xs, mps, ok = {}, {}, []
-    for i, (evals, gamma) in enumerate(zip(evals_list, gammas)):
+    xs = {}
+    for i, evals in enumerate(evals_list):
         try:
             xs[i] = np.asarray(evals, dtype=np.float64).ravel()
-            with np.errstate(all="ignore"):
-                mps[i] = fit_mp(xs[i], gamma, spikes=spikes, n_matrices=n_matrices[i])
-            ok.append(i)
         except _DATA_ERRORS as exc:
             rows[i] = _empty(failed_status(type(exc).__name__, str(exc)))
 
-    def fit_htmp(batch: list[int]) -> list:
+    def fit_laws(batch: list[int]) -> list[tuple]:
+        """(MP fit, HTMP fit) of each spectrum of the batch, both fitted as batches."""
         with np.errstate(all="ignore"):
-            return htmp_fit_many([xs[i] for i in batch], [gammas[i] for i in batch], orientation, spikes=spikes,
-                                 ci=ci, seed=seed, n_matrices=[n_matrices[i] for i in batch],
-                                 mps=[mps[i] for i in batch])
+            mps = fit_mp_many([xs[i] for i in batch], [gammas[i] for i in batch], spikes=spikes,
+                              n_matrices=[n_matrices[i] for i in batch])
+            hts = htmp_fit_many([xs[i] for i in batch], [gammas[i] for i in batch], orientation, spikes=spikes,
+                                ci=ci, seed=seed, n_matrices=[n_matrices[i] for i in batch], mps=mps)
+        return list(zip(mps, hts))
 
+    ok = list(xs)
     try:
-        fits = fit_htmp(ok)
+        fits = fit_laws(ok)
     except _DATA_ERRORS:                  # one spectrum the batch cannot take: fit each alone, only it fails
         fits = []
         for i in ok:
             try:
-                fits.extend(fit_htmp([i]))
+                fits.extend(fit_laws([i]))
             except _DATA_ERRORS as exc:
                 fits.append(exc)
-    for i, ht in zip(ok, fits):
-        if isinstance(ht, Exception):
-            rows[i] = _empty(failed_status(type(ht).__name__, str(ht)))
-            continue
-        rows[i] = _columns(xs[i], mps[i], ht, alpha=alphas[i], rank_loss=rank_losses[i], seed=seed,
-                           lower_tail=lower_tail, n_boot=n_boot)
+    for i, fitted in zip(ok, fits):
+        if isinstance(fitted, Exception):
+            rows[i] = _empty(failed_status(type(fitted).__name__, str(fitted)))
+        else:
+            rows[i] = _columns(xs[i], *fitted, alpha=alphas[i], rank_loss=rank_losses[i], seed=seed,
+                               lower_tail=lower_tail, n_boot=n_boot)
     return rows
 
 

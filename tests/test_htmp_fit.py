@@ -17,6 +17,7 @@ from hmu_diag import htmp
 from hmu_diag.errors import OptionError
 from hmu_diag.fits._kappa_law import _cubic_sum_rule, _ratio_mean, _ratio_sd
 from hmu_diag.fits.htmp import KAPPA_MP_EQUIV, HTMPFit, fit, kappa_moments, log_stat_moments, log_stat_mp
+from hmu_diag.fits.htmp import fit_many as htmp_fit_many
 from hmu_diag.htmp._accuracy import FIT_CDF_ATOL
 
 GAMMAS = (0.1, 0.33, 0.5, 0.9)
@@ -289,3 +290,84 @@ def test_extreme_parameters_give_up_on_the_law_instead_of_waiting():
     f = htmp.fit(x, gamma, "direct", spikes=False)
     assert f.ok and f.kappa_lo <= kappa <= f.kappa_hi < math.inf
     assert math.isnan(f.D) and math.isnan(f.loglik) and math.isfinite(f.mp_D)
+
+
+# --------------------------------------------------------------------------------------- batches of spectra
+
+
+def _same(a, b) -> bool:
+    """Field-by-field equality of two fit results, NaN equal to NaN (bit-identical numbers expected)."""
+    from dataclasses import fields
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+            continue
+        if x != y:
+            return False
+    return True
+
+
+def _mixed_batch():
+    """Spectra that exercise every branch of the fit: log-moment and second-moment gammas, gamma = 1, spikes, an
+    MP-like sample, an inverse-orientation sample, a huge dynamic range, and two that cannot be fitted."""
+    rng = np.random.default_rng(5)
+    spiked = np.concatenate([htmp.sample(300, 0.33, 2.0, 1.0, rng=1), [40.0, 55.0, 90.0]])
+    return [
+        (htmp.sample(16, 0.25, 1.0, 1.0, rng=2), 0.25),                      # n = 16: no Euler-Maclaurin part
+        (htmp.sample(12, 0.5, 5.0, 1.0, rng=3), 0.5),                        # n < 16
+        (spiked, 0.33),
+        (htmp.sample(500, 0.1, np.inf, 2.0, rng=4), 0.1),                   # MP-like: kappa inf
+        (htmp.sample(400, 0.5, 1.0, 1.0, rng=5, orientation="inverse"), 0.5),
+        (htmp.sample(300, 0.97, 3.0, 1.0, rng=6), 0.97),                    # second-moment statistic
+        (htmp.sample(200, 1.0, 2.0, 1.0, rng=7), 1.0),                      # square: gamma = 1
+        (np.exp(rng.uniform(-300, 300, 100)), 0.4),                         # 600 decades
+        (np.ones(50), 0.3),                                                 # all equal: failed
+        (np.array([1.0, 2.0, 3.0]), 0.3),                                   # too few: failed
+    ]
+
+
+def test_fit_many_gives_each_spectrum_the_fit_it_gets_alone():
+    batch = _mixed_batch()
+    together = htmp_fit_many([e for e, _ in batch], [g for _, g in batch])
+    for (evals, gamma), got in zip(batch, together):
+        assert _same(got, fit(evals, gamma)), (gamma, got)
+    assert [f.status.split(":")[0] for f in together[-2:]] == ["failed", "failed"]
+    assert math.isinf(together[3].kappa) and together[2].n_spikes >= 3 and together[5].statistic == "second-moment"
+    # a batch in another order gives the same results (no cross-talk between rows)
+    reordered = htmp_fit_many([e for e, _ in batch[::-1]], [g for _, g in batch[::-1]])
+    assert all(_same(a, b) for a, b in zip(together, reordered[::-1]))
+
+
+def test_fit_many_rejects_mismatched_lengths_and_bad_gamma():
+    x = htmp.sample(100, 0.5, 1.0, 1.0, rng=1)
+    with pytest.raises(OptionError):
+        htmp_fit_many([x, x], [0.5])
+    with pytest.raises(OptionError):
+        htmp_fit_many([x, x], [0.5, 1.5])
+
+
+def test_batched_moment_tables_equal_one_pair_at_a_time():
+    """The tables of g_n for many (gamma, n) pairs, computed together, equal each pair's own evaluation."""
+    from hmu_diag.fits._kappa_law import _U_GRID, _log_stat_tables
+    pairs = [(0.25, 10), (0.25, 16), (0.25, 17), (0.5, 300), (0.9, 64), (0.04, 1000)]
+    _log_stat_tables.cache_clear()
+    g, sd = _log_stat_tables(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+    for row, (gamma, n) in enumerate(pairs):
+        mean, var = log_stat_moments(np.exp(_U_GRID), gamma, n)
+        np.testing.assert_array_equal(g[row], mean)
+        np.testing.assert_array_equal(sd[row], np.sqrt(var))
+
+
+def test_quantile_table_for_many_laws_equals_one_law_at_a_time():
+    from hmu_diag.htmp import _quantile_table
+    x = np.geomspace(0.05, 8.0, 40)
+    laws = [(0.3, 1.0), (0.5, 0.02), (1.0, 3.0), (0.99, 1.0), (0.3, 500.0), (0.1, 7.5)]
+    F, Q, ok = _quantile_table.cdf_sf_many(np.tile(x, (len(laws), 1)), [g for g, _ in laws], [k for _, k in laws])
+    for (gamma, kappa), f, q, answered in zip(laws, F, Q, ok):
+        alone = _quantile_table.cdf_sf(x, gamma, kappa)
+        assert answered == (alone is not None)
+        if answered:
+            np.testing.assert_array_equal(f, alone[0])
+            np.testing.assert_array_equal(q, alone[1])
+            assert np.max(np.abs(f - htmp.cdf(x, gamma, kappa))) < FIT_CDF_ATOL      # the exact evaluator
+    assert not ok[3] and not ok[4]                       # outside the table: gamma in (0.952, 1), kappa >= 200

@@ -59,3 +59,19 @@ def test_esd_row_counts_zeros_and_never_fits_them():
     row = esd_row(evals, N=100, M=100, zero_tol=1e-9, htmp=False)
     assert row["rank_loss"] == 20 and row["num_evals"] == 100
     assert row["xmin"] >= 1.0
+
+
+def test_htmp_columns_of_a_batch_equal_each_spectrum_alone_and_a_bad_one_fails_alone():
+    from hmu_diag import htmp
+    from hmu_diag.htmp_metrics import htmp_metrics, htmp_metrics_many
+    spectra = [(htmp.sample(200, g, k, 1.0, rng=i), g) for i, (g, k) in enumerate([(0.25, 1.0), (0.5, 8.0),
+                                                                                   (0.97, 2.0), (0.1, np.inf)])]
+    spectra.insert(2, (np.linspace(1.0, 2.0, 50), 1.7))          # gamma > 1: invalid, its row alone fails
+    rows = htmp_metrics_many([e for e, _ in spectra], [g for _, g in spectra], alphas=[3.0] * 5)
+    for (evals, gamma), row in zip(spectra, rows):
+        alone = htmp_metrics(evals, gamma, alpha=3.0)
+        assert row.keys() == alone.keys()
+        for key in row:
+            assert row[key] == alone[key] or (row[key] != row[key] and alone[key] != alone[key]), key
+    assert rows[2]["htmp_status"].startswith("failed: OptionError") and rows[2]["phase"] == "undetermined"
+    assert all(rows[i]["htmp_status"] == "ok" for i in (0, 1, 3, 4))

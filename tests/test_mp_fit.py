@@ -13,7 +13,7 @@ from scipy import special, stats
 
 from hmu_diag.errors import OptionError
 from hmu_diag.fits.mp import MPFit, binned_loglik, bins, fit_mp, ks_distance, tw1_quantile, tw_threshold
-from hmu_diag.htmp import mp_cdf
+from hmu_diag.htmp import mp_cdf, mp_sample
 
 
 def _wishart_evals(m: int, n: int, var: float, rng: np.random.Generator, spikes=()) -> np.ndarray:
@@ -115,3 +115,22 @@ def test_degenerate_inputs_fail_softly_and_options_raise():
     with pytest.raises(OptionError, match="alpha"):
         fit_mp(ev, 0.5, alpha=2.0)
     assert isinstance(g, MPFit)
+
+
+def test_fit_mp_many_gives_each_spectrum_the_fit_it_gets_alone():
+    """A batch of spectra (pooled slices, spikes, gamma = 1, too few values, all equal) fitted together gives each the
+    fit it gets alone, field by field, in any order."""
+    from dataclasses import astuple
+
+    from hmu_diag.fits.mp import fit_mp_many
+    rng = np.random.default_rng(3)
+    spiked = np.concatenate([mp_sample(200, 0.25, 1.0, rng=1), [30.0, 45.0]])
+    batch = [(spiked, 0.25, 1), (mp_sample(300, 1.0, 2.0, rng=2), 1.0, 1), (mp_sample(64, 0.5, 1.0, rng=3), 0.5, 4),
+             (rng.pareto(2.0, 500) + 1.0, 0.1, 1), (np.ones(20), 0.3, 1), (np.array([1.0, 2.0]), 0.3, 1)]
+    together = fit_mp_many([e for e, _, _ in batch], [g for _, g, _ in batch], n_matrices=[b for _, _, b in batch])
+    reordered = fit_mp_many([e for e, _, _ in batch[::-1]], [g for _, g, _ in batch[::-1]],
+                            n_matrices=[b for _, _, b in batch[::-1]])[::-1]
+    for (evals, gamma, b), got, again in zip(batch, together, reordered):
+        alone = fit_mp(evals, gamma, n_matrices=b)
+        assert str(astuple(got)) == str(astuple(alone)) == str(astuple(again))
+    assert together[0].num_spikes >= 2 and together[-1].status.startswith("failed")

@@ -75,31 +75,44 @@ def _digamma_trigamma_sums(x0: np.ndarray, step: np.ndarray, n) -> tuple[np.ndar
     """(sum psi(x_j), sum psi'(x_j)) over x_j = x0 + j step, j = 0..n-1, elementwise over arrays x0, step and n
     (broadcast together; n integer >= 1).
 
-    The first ``_EM_HEAD`` terms (smallest arguments, where psi varies fastest) are summed exactly; the rest by
     Euler-Maclaurin, sum_{j=a}^{b} h(j) = int_a^b h + (h(a) + h(b))/2 + (h'(b) - h'(a))/12 + R with
-    int psi(x0 + u step) du = lnGamma/step; the remainder R ~ (step/x)^3/720 relative is below 1e-6 because
-    step/x <= 1/_EM_HEAD.  Every element is evaluated at the same ``_EM_HEAD`` + 2 points j = 0..15, 16, n-1 (head
-    terms j >= n and, for n <= _EM_HEAD, the Euler-Maclaurin part are masked out), so each result does not depend
-    on what else is in the batch.  Four special-function calls in all (digamma, trigamma, tetragamma, lnGamma).
+    int psi(x0 + u step) du = lnGamma/step, has remainder R ~ (step/x_a)^3/720 relative, below 1e-6 once
+    x_a >= _EM_HEAD step.  Where x0 itself is that large (x0/step = N - M + 1 for the moment law: every layer but
+    near-square ones), the whole sum is Euler-Maclaurin from j = 0 (two points); otherwise the first ``_EM_HEAD``
+    terms (smallest arguments, where psi varies fastest) are summed exactly and the rest by Euler-Maclaurin (all of
+    them exactly for n <= _EM_HEAD).  Each element's path depends only on its own arguments, so a result does not
+    depend on what else is in the batch.
     """
-    x0, step = np.asarray(x0, dtype=np.float64), np.asarray(step, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    x0, step, n = np.broadcast_arrays(x0, step, n)
-    head = np.arange(_EM_HEAD, dtype=np.float64)
-    j = np.concatenate([np.broadcast_to(head, n.shape + head.shape), np.full(n.shape + (1,), float(_EM_HEAD)),
+    x0, step, n = np.broadcast_arrays(np.asarray(x0, dtype=np.float64), np.asarray(step, dtype=np.float64),
+                                      np.asarray(n, dtype=np.float64))
+    far = (n > _EM_HEAD) & (x0 >= _EM_HEAD * step)
+    if far.all() or not far.any():
+        return _sums(x0, step, n, 0 if far.all() else _EM_HEAD)
+    s0, s1 = np.empty(n.shape), np.empty(n.shape)
+    s0[far], s1[far] = _sums(x0[far], step[far], n[far], 0)
+    s0[~far], s1[~far] = _sums(x0[~far], step[~far], n[~far], _EM_HEAD)
+    return s0, s1
+
+
+def _sums(x0: np.ndarray, step: np.ndarray, n: np.ndarray, head: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_digamma_trigamma_sums` with the first ``head`` terms exact and Euler-Maclaurin over j = head..n-1
+    (where n > head); every element is evaluated at the same head + 2 points j = 0..head-1, head, n-1 (head terms
+    j >= n and, for n <= head, the Euler-Maclaurin part are masked out)."""
+    exact = np.arange(head, dtype=np.float64)
+    j = np.concatenate([np.broadcast_to(exact, n.shape + exact.shape), np.full(n.shape + (1,), float(head)),
                         (n - 1.0)[..., None]], axis=-1)          # + the first and last Euler-Maclaurin points
     xs = x0[..., None] + step[..., None] * j
     dg, tg = special.digamma(xs), _polygamma(1, xs)
-    in_head = head < n[..., None]
-    s0 = np.where(in_head, dg[..., :_EM_HEAD], 0.0).sum(axis=-1)
-    s1 = np.where(in_head, tg[..., :_EM_HEAD], 0.0).sum(axis=-1)
-    tail = n > _EM_HEAD
+    in_head = exact < n[..., None]
+    s0 = np.where(in_head, dg[..., :head], 0.0).sum(axis=-1)
+    s1 = np.where(in_head, tg[..., :head], 0.0).sum(axis=-1)
+    tail = n > head
     if not tail.any():
         return s0, s1
-    ends = xs[..., _EM_HEAD:]
+    ends = xs[..., head:]
     p2 = _polygamma(2, ends)
     lg = special.gammaln(ends)
-    e, f = _EM_HEAD, _EM_HEAD + 1
+    e, f = head, head + 1
     em0 = ((lg[..., 1] - lg[..., 0]) / step + 0.5 * (dg[..., e] + dg[..., f]) + step / 12.0 * (tg[..., f] - tg[..., e]))
     em1 = ((dg[..., f] - dg[..., e]) / step + 0.5 * (tg[..., e] + tg[..., f]) + step / 12.0 * (p2[..., 1] - p2[..., 0]))
     return s0 + np.where(tail, em0, 0.0), s1 + np.where(tail, em1, 0.0)

@@ -61,6 +61,13 @@ Goodness of fit: ``D`` is the KS distance of the bulk evaluated at 64 evenly spa
 for n <= 64; a lower bound within ~1/64 of the full sup, which keeps the cost of the HTMP CDF fixed; CDF error
 < 1e-4), ``loglik`` the binned log-likelihood of :func:`hmu_diag.fits.mp.binned_loglik` on 32 equal-count bins.
 
+Batches: :func:`fit_many` fits many spectra (a model's layers) with the same options at once.  Every step above runs
+on all spectra and both orientations together - prefix sums give any bulk's statistics, the g_n tables of all
+(gamma, n) pairs are computed in one vectorised call, the roots, thresholds and the tabulated CDF are vectorised over
+the laws - so that the per-call overhead of numpy, which is what a small layer's fit costs, is paid once per batch.
+Each result is computed element by element and equals the fit of that spectrum alone (:func:`fit` is
+``fit_many`` of one spectrum; tested bit for bit).
+
 Orientation: ``"direct"`` fits lambda ~ HTMP; ``"inverse"`` fits 1/lambda ~ HTMP (kernels: NTK, CK, Gauss-Newton;
 htmp.md sec. 2.3); ``"auto"`` fits both and keeps the smaller KS distance D.  Tail predictions (htmp.md sec. 3.6):
 ``delta = kappa (1-gamma)/(2 gamma)``; the HTMP variable's density behaves as ``x^(delta-1)`` near 0
@@ -78,10 +85,12 @@ from scipy import special
 
 from hmu_diag.choices import HTMP_ORIENTATIONS
 from hmu_diag.errors import HmuDiagError, OptionError
+from hmu_diag.fits._batch import Segments
 from hmu_diag.fits._kappa_law import (GAMMA_LOG_MAX, KAPPA_MIN, kappa_from_stats, kappa_moments, log_stat_moments,
                                       log_stat_mp, statistic_name)
 from hmu_diag.fits._result import FitStatus
-from hmu_diag.fits.mp import MPFit, binned_loglik, bins, clean_evals, fit_mp, ks_distance, tw_threshold
+from hmu_diag.fits.mp import (MPFit, bin_rows, binned_loglik_rows, clean_evals, fit_mp, ks_distance, ks_rows,
+                              tw_threshold)
 from hmu_diag.htmp import cdf as htmp_cdf
 from hmu_diag.htmp import logpdf as htmp_logpdf
 from hmu_diag.htmp import sample as htmp_sample
@@ -94,6 +103,7 @@ __all__ = ["HTMPFit", "fit", "fit_many", "kappa_moments", "log_stat_moments", "l
 KAPPA_MP_EQUIV = 200.0         # a CI reaching this: kappa reported as inf (indistinguishable from MP)
 _MAX_SPIKE_ROUNDS = 6          # fit / exclude outliers rounds (stops as soon as the bulk is unchanged)
 _N_KS_POINTS = 64              # order statistics at which the HTMP CDF is evaluated for D (module docstring)
+_N_BINS = 32                   # equal-count bins of the binned log-likelihood (hmu_diag.fits.mp.bins)
 
 Orientation = Literal["direct", "inverse", "auto"]
 
@@ -176,12 +186,12 @@ def _upper_thresholds(gammas: np.ndarray, kappas: np.ndarray, scales: np.ndarray
     if exact.size == 0:
         return out
     grids = guess[exact, None] * np.geomspace(0.5, 4.0, 10)
-    for j, grid, values in zip(exact.tolist(), grids, cdf_sf_many(list(grids), gamma[exact], kappa[exact],
-                                                                  scale[exact])):
-        if values is None:        # not evaluable within the fit's limits: keep the Gamma-tail quantile
+    _, sf, evaluable = cdf_sf_many(grids, gamma[exact], kappa[exact], scale[exact])
+    for j, grid, values, ok_j in zip(exact.tolist(), grids, sf, evaluable.tolist()):
+        if not ok_j:              # not evaluable within the fit's limits: keep the Gamma-tail quantile
             continue
         with np.errstate(divide="ignore"):
-            log_sf = np.log(values[1])
+            log_sf = np.log(values)
         ok = np.isfinite(log_sf)
         if ok.sum() < 2 or not (log_sf[ok][0] >= log_target[j] >= log_sf[ok][-1]):
             continue
@@ -222,35 +232,30 @@ class _OneFit:
     loglik: float
 
 
-def _prefix_sums(ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(padded, top, sum x, sum log x, sum x^2): the series as rows padded with inf, their largest values, and the
-    running sums of x = y/top along each row, so that the statistics of any bulk y[:b] cost O(1).  The sums run
-    sequentially (cumsum), so a row's sums do not depend on the other rows or on the padding."""
-    sizes = np.array([y.size for y in ys])
-    padded = np.full((len(ys), int(sizes.max())), np.inf)
-    for i, y in enumerate(ys):
-        padded[i, :y.size] = y
-    top = padded[np.arange(len(ys)), sizes - 1]
-    x = padded / top[:, None]             # scale-free statistics; no overflow for inverse spectra (1/lambda ~ 1e300)
-    return padded, top, np.cumsum(x, axis=1), np.cumsum(np.log(x), axis=1), np.cumsum(x * x, axis=1)
+def _scaled(series: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(top, x, log x, x^2) with x = y/top per series (top = its largest value): scale-free statistics, no overflow
+    for inverse spectra (1/lambda ~ 1e300)."""
+    top = series.values[series.starts + series.sizes - 1]
+    x = series.values / series.per_element(top, 1.0)
+    return top, x, np.log(x), x * x
 
 
 def _fit_orientations(ys: list[np.ndarray], gammas: np.ndarray, n_pers: np.ndarray, *, spikes: bool, alpha: float,
                       level: float, method: str) -> list[_OneFit]:
     """Fit HTMP to each sorted positive series ``ys[i]`` (one orientation each), excluding outliers above the fitted
     law; all series go through the spike rounds together, each leaving as soon as its bulk no longer changes."""
-    sizes = np.array([y.size for y in ys])
-    padded, top, sum_x, sum_log, sum_sq = _prefix_sums(ys)
+    series = Segments(ys)
+    top, x, log_x, x_sq = _scaled(series)
+    sizes = series.sizes
     bulk = sizes.copy()
     kappa, lo, hi, scale = (np.empty(len(ys)) for _ in range(4))
     active = np.arange(len(ys))
     for rnd in range(_MAX_SPIKE_ROUNDS):
         b = bulk[active]
-        last = b - 1
-        m1 = sum_x[active, last] / b
+        sum_x, sum_log, sum_sq = series.prefix_reduce([x, log_x, x_sq], active, b)
+        m1 = sum_x / b
         with np.errstate(divide="ignore", invalid="ignore"):
-            stats = np.where(gammas[active] > GAMMA_LOG_MAX, sum_sq[active, last] / b / m1**2,
-                             np.log(m1) - sum_log[active, last] / b)
+            stats = np.where(gammas[active] > GAMMA_LOG_MAX, sum_sq / b / m1**2, np.log(m1) - sum_log / b)
         k, kl, kh = kappa_from_stats(stats, gammas[active], b, level=level)
         if method != "moments":
             k = np.array([_refine(ys[i][:bulk[i]], float(gammas[i]), float(k[j]), float(kl[j]), float(kh[j]), method)
@@ -258,29 +263,40 @@ def _fit_orientations(ys: list[np.ndarray], gammas: np.ndarray, n_pers: np.ndarr
         kappa[active], lo[active], hi[active], scale[active] = k, kl, kh, m1 * top[active]
         if not spikes or rnd == _MAX_SPIKE_ROUNDS - 1:
             break
-        thr = _upper_thresholds(gammas[active], np.where(kh < KAPPA_MP_EQUIV, k, math.inf), scale[active], b,
-                                n_pers[active], alpha, padded[active, last])
-        keep = np.maximum(np.minimum((padded[active] <= thr[:, None]).sum(axis=1), sizes[active]), 10)
+        thr = np.full(len(ys), -np.inf)
+        thr[active] = _upper_thresholds(gammas[active], np.where(kh < KAPPA_MP_EQUIV, k, math.inf), scale[active], b,
+                                        n_pers[active], alpha, series.values[series.starts[active] + b - 1])
+        below = (series.values <= series.per_element(thr, -np.inf)).astype(np.float64)
+        keep = np.maximum(series.prefix_reduce([below], active, sizes[active])[0].astype(np.intp), 10)
         moved = keep != b                                 # the threshold may also move up and re-admit values
         bulk[active] = keep
         active = active[moved]
         if active.size == 0:
             break
-    points, layout = [], []
-    for y, n in zip(ys, bulk.tolist()):
-        ranks = np.linspace(0, n - 1, min(n, _N_KS_POINTS)).round().astype(np.intp)   # distinct: spacing >= 1
-        edges, counts = bins(y[:n])
-        points.append(np.concatenate([y[ranks], edges]))
-        layout.append((ranks, counts))
-    values = cdf_sf_many(points, gammas, np.where(hi >= KAPPA_MP_EQUIV, math.inf, kappa), scale)
-    fits = []
-    for i, (y, n, (ranks, counts), law) in enumerate(zip(ys, bulk.tolist(), layout, values)):
-        D = loglik = math.nan                 # the law cannot be evaluated within the fit's limits: no goodness of fit
-        if law is not None:
-            D, loglik = ks_distance(law[0][:ranks.size], n, ranks), binned_loglik(counts, law[0][ranks.size:])
-        fits.append(_OneFit(float(kappa[i]), float(lo[i]), float(hi[i]), float(scale[i]),
-                            statistic_name(float(gammas[i])), y[:n], y.size - n, D, loglik))
-    return fits
+    D, loglik = _goodness_of_fit(series, bulk, gammas, np.where(hi >= KAPPA_MP_EQUIV, math.inf, kappa), scale)
+    return [_OneFit(float(kappa[i]), float(lo[i]), float(hi[i]), float(scale[i]), statistic_name(float(gammas[i])),
+                    y[:n], y.size - n, float(D[i]), float(loglik[i])) for i, (y, n) in enumerate(zip(ys, bulk.tolist()))]
+
+
+def _goodness_of_fit(series: Segments, bulk: np.ndarray, gammas: np.ndarray, kappas: np.ndarray,
+                     scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """KS distance D and binned log-likelihood of each series' bulk ``y[:bulk[i]]`` under its fitted law, all at once:
+    D over ``_N_KS_POINTS`` evenly spaced order statistics (:func:`hmu_diag.fits.mp.ks_rows`), the log-likelihood on
+    the equal-count bins of :func:`hmu_diag.fits.mp.bin_rows`.  NaN for a law that cannot be evaluated within the
+    fit's limits."""
+    n = bulk.astype(np.float64)[:, None]
+    n_points = np.minimum(bulk, _N_KS_POINTS)[:, None]
+    column = np.arange(_N_KS_POINTS)
+    spacing = (n - 1.0) / np.maximum(n_points - 1.0, 1.0)
+    ranks = np.where(column == n_points - 1, n - 1.0, np.rint(column * spacing))      # np.linspace(0, n-1, R).round()
+    used = column < n_points
+    ranks = np.where(used, ranks, 0.0).astype(np.intp)
+    edges, counts, inner = bin_rows(series.values, series.starts, bulk, _N_BINS)
+    points = np.concatenate([series.values[series.starts[:, None] + ranks], edges], axis=1)
+    F, _, evaluable = cdf_sf_many(points, gammas, kappas, scales)
+    D = ks_rows(F[:, :_N_KS_POINTS], ranks, bulk, used)
+    loglik = binned_loglik_rows(counts, F[:, _N_KS_POINTS:], inner)
+    return np.where(evaluable, D, math.nan), np.where(evaluable, loglik, math.nan)
 
 
 def _bootstrap_ci(one: _OneFit, gamma: float, *, n_boot: int, seed: int, level: float,

@@ -29,17 +29,19 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
 from hmu_diag.errors import OptionError
+from hmu_diag.fits._batch import Segments
 from hmu_diag.fits._result import FitStatus
 from hmu_diag.htmp._checks import check_gamma
-from hmu_diag.htmp.mp import mp_cdf, mp_edges
+from hmu_diag.htmp.mp import mp_cdf, mp_edges, probability_rows
 
-__all__ = ["MPFit", "fit_mp", "tw1_quantile", "tw_threshold", "ks_distance", "bins", "binned_loglik",
+__all__ = ["MPFit", "fit_mp", "fit_mp_many", "tw1_quantile", "tw_threshold", "ks_distance", "bins", "binned_loglik",
            "clean_evals"]
 
 _CHIANI_K, _CHIANI_THETA, _CHIANI_SHIFT = 46.446, 0.186054, 9.84801
@@ -127,19 +129,44 @@ def ks_distance(cdf_values: np.ndarray, n: int, ranks: np.ndarray | None = None)
     a lower bound of the full distance that is within ~1/len(ranks) of it for a smooth model CDF.
     """
     r = np.arange(n) if ranks is None else np.asarray(ranks)
-    return float(max(np.max((r + 1) / n - cdf_values), np.max(cdf_values - r / n)))
+    return float(ks_rows(np.asarray(cdf_values)[None, :], r[None, :], np.array([float(n)]), True)[0])
+
+
+def ks_rows(cdf_values: np.ndarray, ranks: np.ndarray, n: np.ndarray, valid) -> np.ndarray:
+    """:func:`ks_distance` of many samples at once: row i has the model CDF at the order statistics of 0-based
+    ``ranks[i]`` of its ``n[i]`` values, over the columns where ``valid`` holds: max(max (r+1)/n - F, max F - r/n)."""
+    n = np.asarray(n, dtype=np.float64)[:, None]
+    gap = np.maximum((ranks + 1) / n - cdf_values, cdf_values - ranks / n)
+    return np.where(valid, gap, -np.inf).max(axis=1)
 
 
 def bins(x_sorted: np.ndarray, n_bins: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Inner edges and counts of K equal-count bins of sorted data (K = min(n_bins, n // 5), at least 2).
 
     Edges are midpoints between the order statistics at ranks floor(j n/K) - 1 and floor(j n/K); the outer bins
-    are open, (0, e_1] and (e_{K-1}, inf).
+    are open, (0, e_1] and (e_{K-1}, inf).  :func:`bin_rows` of one sample.
     """
-    n = x_sorted.size
-    k = max(2, min(n_bins, n // 5))
-    cuts = (np.arange(1, k) * n) // k
-    return 0.5 * (x_sorted[cuts - 1] + x_sorted[cuts]), np.diff(np.concatenate(([0], cuts, [n])))
+    edges, counts, inner = bin_rows(np.asarray(x_sorted), np.array([0]), np.array([x_sorted.size]), n_bins)
+    k = int(inner.sum()) + 1
+    return edges[0, :k - 1], counts[0, :k]
+
+
+def bin_rows(values: np.ndarray, starts: np.ndarray, n: np.ndarray,
+             n_bins: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`bins` of many sorted samples at once, sample i being ``values[starts[i]:starts[i] + n[i]]`` of a 1-D
+    array: (inner edges (samples, n_bins - 1), counts (samples, n_bins), inner-edge mask (samples, n_bins - 1)).  A
+    sample with K bins has its K - 1 edges in the first columns (the mask marks them) and zero counts after its K-th
+    bin."""
+    n = np.asarray(n)
+    k = np.maximum(2, np.minimum(n_bins, n // 5))[:, None]
+    j = np.arange(1, n_bins)
+    inner = j < k
+    cuts = np.where(inner, (j * n[:, None]) // k, 1)
+    at = np.asarray(starts)[:, None] + cuts
+    edges = 0.5 * (values[at - 1] + values[at])
+    ends = n[:, None]
+    counts = np.diff(np.concatenate([np.zeros_like(ends), np.where(inner, cuts, ends), ends], axis=1), axis=1)
+    return edges, counts, inner
 
 
 def binned_loglik(counts: np.ndarray, cdf_at_edges: np.ndarray) -> float:
@@ -147,10 +174,18 @@ def binned_loglik(counts: np.ndarray, cdf_at_edges: np.ndarray) -> float:
 
     -inf when a bin holding data has zero model mass.  Used for MP and HTMP alike (:func:`bins`).
     """
-    probs = np.diff(np.concatenate(([0.0], np.minimum(np.maximum(cdf_at_edges, 0.0), 1.0), [1.0])))
+    edges = np.asarray(cdf_at_edges, dtype=np.float64)[None, :]
+    return float(binned_loglik_rows(np.asarray(counts)[None, :], edges, np.ones(edges.shape, dtype=bool))[0])
+
+
+def binned_loglik_rows(counts: np.ndarray, cdf_at_edges: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """:func:`binned_loglik` of many samples at once, with the layout of :func:`bin_rows` (edges outside ``inner``
+    are ignored)."""
+    cdf = np.minimum(np.maximum(np.where(inner, cdf_at_edges, 1.0), 0.0), 1.0)
+    ones = np.ones((cdf.shape[0], 1))
+    probs = np.diff(np.concatenate([np.zeros_like(ones), cdf, ones], axis=1), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(counts > 0, counts * np.log(np.maximum(probs, 0.0)), 0.0)
-    return float(np.sum(terms))
+        return np.where(counts > 0, counts * np.log(np.maximum(probs, 0.0)), 0.0).sum(axis=1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -193,39 +228,104 @@ def fit_mp(evals, gamma: float, *, spikes: bool = True, alpha: float = 0.01, n_m
         Maximum fit/threshold rounds (the module docstring's steps 2-3).
 
     Returns an :class:`MPFit`; never raises on data (``status="failed: ..."`` with nan numbers when fewer than
-    5 positive values remain), raises :class:`OptionError` for invalid options.
+    5 positive values remain), raises :class:`OptionError` for invalid options.  :func:`fit_mp_many` fits many
+    spectra at once.
     """
-    g = check_gamma(gamma, "fit_mp")
+    return fit_mp_many([evals], [gamma], spikes=spikes, alpha=alpha, n_matrices=[n_matrices], max_iter=max_iter,
+                       n_bins=n_bins)[0]
+
+
+def fit_mp_many(evals_list: Sequence, gammas: Sequence[float], *, spikes: bool = True, alpha: float = 0.01,
+                n_matrices: Sequence[int] | None = None, max_iter: int = 20, n_bins: int = 32) -> list[MPFit]:
+    """:func:`fit_mp` of many spectra with the same options (``n_matrices[i]`` per spectrum, default 1).
+
+    All spectra go through the rounds together (each leaves when its spike count is unchanged): the quantile
+    levels of every spectrum of one gamma are interpolated in one call, the least-squares scales are running sums,
+    and D and the log-likelihood of all bulks are evaluated at once.  Each result equals that spectrum's fit alone.
+    Raises :class:`OptionError` on invalid options or an invalid gamma.
+    """
     if not 0.0 < alpha < 1.0:
         raise OptionError(f"fit_mp: alpha must be in (0, 1), got {alpha!r}")
-    x, n_dropped = clean_evals(evals, "fit_mp")
-    n = x.size
-    if n < 5:
-        return _failed(g, f"fewer than 5 positive eigenvalues ({n})", n, n_dropped)
-    if x[-1] <= x[0] * (1.0 + 1e-12):
-        return _failed(g, "all eigenvalues equal", n, n_dropped)
-    m_per = max(int(round((n + n_dropped) / max(int(n_matrices), 1))), 1)
-    table = _mp_unit_quantile_table(g)
-    median = 0.5 * (x[(n - 1) // 2] + x[n // 2])                 # x is sorted
-    scale = float(median / np.interp(0.5, *table))
-    n_bulk, threshold, it = n, math.inf, 0
-    edge_per_scale = tw_threshold(1.0, g, m_per, alpha=alpha, n_matrices=n_matrices) if spikes else math.inf
-    for it in range(1, max_iter + 1):
-        if spikes:
-            threshold = scale * edge_per_scale
-            new_bulk = max(int(np.searchsorted(x, threshold, side="right")), 5)
+    count = len(evals_list)
+    n_matrices = [1] * count if n_matrices is None else list(n_matrices)
+    if len(gammas) != count or len(n_matrices) != count:
+        raise OptionError("fit_mp_many: evals_list, gammas and n_matrices must have one entry per spectrum")
+    results: list[MPFit | None] = [None] * count
+    batch = []
+    for i, (evals, gamma) in enumerate(zip(evals_list, gammas)):
+        g = check_gamma(gamma, "fit_mp")
+        x, n_dropped = clean_evals(evals, "fit_mp")
+        if x.size < 5:
+            results[i] = _failed(g, f"fewer than 5 positive eigenvalues ({x.size})", x.size, n_dropped)
+        elif x[-1] <= x[0] * (1.0 + 1e-12):
+            results[i] = _failed(g, "all eigenvalues equal", x.size, n_dropped)
         else:
-            new_bulk = n
-        if it > 1 and new_bulk == n_bulk:
+            batch.append((i, x, g, n_dropped))
+    if batch:
+        for (i, *_), result in zip(batch, _fit_mp_batch(batch, spikes=spikes, alpha=alpha, n_matrices=n_matrices,
+                                                       max_iter=max_iter, n_bins=n_bins)):
+            results[i] = result
+    return results
+
+
+def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bool, alpha: float,
+                  n_matrices: list[int], max_iter: int, n_bins: int) -> list[MPFit]:
+    """:func:`fit_mp_many` on validated, cleaned spectra ``(index, sorted values, gamma, n_dropped)``."""
+    series = Segments([x for _, x, _, _ in batch])
+    sizes, starts, values = series.sizes, series.starts, series.values
+    gammas = np.array([g for _, _, g, _ in batch])
+    distinct, group = np.unique(gammas, return_inverse=True)       # one quantile table per gamma
+    tables = [_mp_unit_quantile_table(float(g)) for g in distinct]
+    element_group = series.per_element(group, -1)
+    median = 0.5 * (values[starts + (sizes - 1) // 2] + values[starts + sizes // 2])
+    scale = median / np.array([np.interp(0.5, *tables[k]) for k in group.tolist()])
+    edge_per_scale = np.array([tw_threshold(1.0, g, max(int(round((x.size + n_dropped) / max(int(n_matrices[i]), 1))), 1),
+                                            alpha=alpha, n_matrices=n_matrices[i]) if spikes else math.inf
+                               for i, x, g, n_dropped in batch])
+    n_bulk = sizes.copy()
+    iterations = np.zeros(len(batch), dtype=int)
+    active = np.arange(len(batch))
+    for it in range(1, max_iter + 1):
+        iterations[active] = it
+        if spikes:
+            below = (values <= series.per_element(scale * edge_per_scale, -np.inf)).astype(np.float64)
+            new_bulk = np.maximum(series.prefix_reduce([below], active, sizes[active])[0].astype(np.intp), 5)
+        else:
+            new_bulk = sizes[active]
+        if it > 1:
+            moved = new_bulk != n_bulk[active]
+            active, new_bulk = active[moved], new_bulk[moved]
+        if active.size == 0:
             break
-        n_bulk = new_bulk
-        q = np.interp((np.arange(n_bulk) + 0.5) / n_bulk, *table)
-        scale = float(np.dot(q, x[:n_bulk]) / np.dot(q, q))
-    threshold = scale * edge_per_scale
-    bulk = x[:n_bulk]
-    lo, hi = mp_edges(g, scale)
-    edges, counts = bins(bulk, n_bins)
-    values = mp_cdf(np.concatenate([bulk, edges]), g, scale)      # one evaluation: the data, then the bin edges
-    return MPFit(scale=scale, gamma=g, bulk_min=float(lo), bulk_max=float(hi), spike_threshold=threshold,
-                 num_spikes=n - n_bulk, D=ks_distance(values[:n_bulk], n_bulk),
-                 loglik=binned_loglik(counts, values[n_bulk:]), n=n, n_dropped=n_dropped, iterations=it)
+        n_bulk[active] = new_bulk
+        # least squares through the origin on the MP(gamma, 1) quantiles at levels (i + 1/2)/n_bulk
+        levels = (series.position + 0.5) / series.per_element(n_bulk, 1.0)
+        q = np.zeros(values.size)
+        for k in np.unique(group[active]).tolist():
+            members = element_group == k
+            q[members] = np.interp(levels[members], *tables[k])
+        sum_qx, sum_qq = series.prefix_reduce([q * values, q * q], active, new_bulk)
+        scale[active] = sum_qx / sum_qq
+    return _mp_results(batch, series, n_bulk, scale, edge_per_scale, iterations, n_bins)
+
+
+def _mp_results(batch, series: Segments, n_bulk: np.ndarray, scale: np.ndarray, edge_per_scale: np.ndarray,
+                iterations: np.ndarray, n_bins: int) -> list[MPFit]:
+    """The :class:`MPFit` of each spectrum: edges, spike threshold, and D and the binned log-likelihood of its bulk."""
+    gammas = np.array([g for _, _, g, _ in batch])
+    rows = np.arange(len(batch))
+    edges, counts, inner = bin_rows(series.values, series.starts, n_bulk, n_bins)
+    cdf = probability_rows(series.values[:, None], series.per_element(gammas, 1.0), series.per_element(scale, 1.0))[:, 0]
+    n = series.per_element(n_bulk, 1.0)
+    gap = np.maximum((series.position + 1) / n - cdf, cdf - series.position / n)      # ks_rows, element by element
+    D = series.prefix_reduce([gap], rows, n_bulk, np.maximum)[0]
+    loglik = binned_loglik_rows(counts, probability_rows(edges, gammas, scale), inner)
+    root = np.sqrt(gammas)
+    out = []
+    for row, (_, x, g, n_dropped) in enumerate(batch):
+        s, r = float(scale[row]), float(root[row])
+        out.append(MPFit(scale=s, gamma=g, bulk_min=s * (1.0 - r) ** 2, bulk_max=s * (1.0 + r) ** 2,
+                         spike_threshold=s * float(edge_per_scale[row]), num_spikes=int(x.size - n_bulk[row]),
+                         D=float(D[row]), loglik=float(loglik[row]), n=x.size, n_dropped=n_dropped,
+                         iterations=int(iterations[row])))
+    return out

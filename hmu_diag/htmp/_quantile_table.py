@@ -53,7 +53,7 @@ def _table() -> tuple[np.ndarray, np.ndarray] | None:
     if "table" not in _LOADED:
         if TABLE_PATH.exists():
             with np.load(TABLE_PATH) as data:
-                _LOADED["table"] = (data["log_q"].astype(np.float64), data["log_q_square"].astype(np.float64))
+                _LOADED["table"] = (data["log_q"].astype(np.float32), data["log_q_square"].astype(np.float32))
         else:
             _LOADED["table"] = None
     return _LOADED["table"]
@@ -90,15 +90,19 @@ def _from_levels(x: np.ndarray, log_q: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return sp.expit(z), sp.expit(-z)
 
 
-def cdf_sf_many(xs: list[np.ndarray], gammas, kappas) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """:func:`cdf_sf` for many parameter pairs: (F, 1 - F) of HTMP(gammas[i], kappas[i]) at unit scale at the points
-    ``xs[i]`` > 0, or None where the table cannot answer.  The 4 x 4 node curves of every pair are combined in one
-    vectorised step; each row's result does not depend on the other rows."""
-    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(xs)
-    table = _table()
-    if table is None or not len(xs):
-        return out
+def cdf_sf_many(x: np.ndarray, gammas, kappas) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`cdf_sf` for many parameter pairs: ``(F, 1 - F, ok)``, F and 1 - F of HTMP(gammas[i], kappas[i]) at unit
+    scale at the points ``x[i]`` > 0 (a 2-D array, one row per law), and ``ok[i]`` False (its row NaN) where the table
+    cannot answer.  The 4 x 4 node curves of every pair are combined in one vectorised step, and rows whose curve is
+    defined at every level (no clamping question) are finished together; each row's result does not depend on the
+    other rows."""
+    x = np.asarray(x, dtype=np.float64)
     gammas, kappas = np.asarray(gammas, dtype=np.float64), np.asarray(kappas, dtype=np.float64)
+    F, Q = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+    ok = np.zeros(x.shape[0], dtype=bool)
+    table = _table()
+    if table is None or not x.shape[0]:
+        return F, Q, ok
     with np.errstate(divide="ignore", invalid="ignore"):
         k_in, k0, wk = _stencils(np.log10(kappas), LOG10_KAPPA)
         square = gammas == 1.0
@@ -107,20 +111,32 @@ def cdf_sf_many(xs: list[np.ndarray], gammas, kappas) -> list[tuple[np.ndarray, 
     log_q = np.full((gammas.size, LEVELS.size), np.nan)
     four = np.arange(4)
     rows = usable & ~square
-    if rows.any():
+    if rows.any():                        # sum over the 4 x 4 nodes of w_gamma[i] w_kappa[j] log_q[i, j]
         nodes = table[0][g0[rows][:, None, None] + four[None, :, None], k0[rows][:, None, None] + four[None, None, :]]
-        log_q[rows] = np.einsum("ri,rj,rijl->rl", wg[rows], wk[rows], nodes)
+        weights = (wg[rows][:, :, None] * wk[rows][:, None, :]).reshape(-1, 1, 16)
+        log_q[rows] = np.matmul(weights, nodes.reshape(weights.shape[0], 16, -1).astype(np.float64))[:, 0, :]
     rows = usable & square
     if rows.any():
-        log_q[rows] = np.einsum("rj,rjl->rl", wk[rows], table[1][k0[rows][:, None] + four[None, :]])
-    for i in np.flatnonzero(usable).tolist():
-        out[i] = _from_levels(xs[i], log_q[i])
-    return out
+        log_q[rows] = np.matmul(wk[rows][:, None, :], table[1][k0[rows][:, None] + four[None, :]].astype(np.float64))[:, 0, :]
+    complete = usable & np.isfinite(log_q).all(axis=1)
+    # rows with every level: clamping beyond +-16 (expit(-16) ~ 1e-7) is always within _CLAMP_TOL
+    z = np.full(x.shape, np.nan)
+    curves = np.maximum.accumulate(log_q[complete], axis=1)
+    for i, curve in zip(np.flatnonzero(complete).tolist(), curves):
+        z[i] = np.interp(np.log(x[i]), curve, LEVELS)
+    F[complete], Q[complete], ok[complete] = sp.expit(z[complete]), sp.expit(-z[complete]), True
+    for i in np.flatnonzero(usable & ~complete).tolist():
+        res = _from_levels(x[i], log_q[i])
+        if res is not None:
+            F[i], Q[i], ok[i] = res[0], res[1], True
+    return F, Q, ok
 
 
 def cdf_sf(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray, np.ndarray] | None:
     """(F, 1 - F) of HTMP(gamma, kappa) at unit scale at the points x > 0 from the table, or None (module docstring)."""
-    return cdf_sf_many([x], [gamma], [kappa])[0]
+    x = np.asarray(x, dtype=np.float64)
+    F, Q, ok = cdf_sf_many(x.reshape(1, -1), [gamma], [kappa])
+    return (F[0].reshape(x.shape), Q[0].reshape(x.shape)) if ok[0] else None
 
 
 # ---------------------------------------------------------------------------------------------------- building

@@ -36,7 +36,7 @@ from hmu_diag.htmp._checks import as_points, check_gamma, check_kappa, check_ori
 from hmu_diag.htmp._accuracy import in_fit_mode
 from hmu_diag.htmp._kummer import (INT_GAP, fast_applicable, hyp1f1, log_abs_u2_fast, log_abs_u2_large_t,
                                    log_abs_u2_mpmath)
-from hmu_diag.htmp.mp import mp_cdf, mp_logpdf, mp_moment, mp_sf
+from hmu_diag.htmp.mp import mp_cdf, mp_logpdf, mp_moment, mp_sf, probability_rows
 
 __all__ = ["KAPPA_MP", "pdf", "logpdf", "cdf", "sf", "stieltjes", "moments", "mean", "var", "params"]
 
@@ -144,30 +144,35 @@ def _cdf_sf_unit(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray,
     return phase / total, (total - phase) / total
 
 
-def cdf_sf_many(xs: list[np.ndarray], gammas, kappas, scales) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """(F, 1 - F) of HTMP(gammas[i], kappas[i], scales[i]) at the finite points ``xs[i]`` > 0, for many laws at once
-    (kappa = inf: Marchenko-Pastur).  Validated parameters are assumed (the fits pass their own).
+def cdf_sf_many(x: np.ndarray, gammas, kappas, scales) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(F, 1 - F, ok)`` of HTMP(gammas[i], kappas[i], scales[i]) at the finite points ``x[i]`` > 0 of a 2-D array (one
+    row per law; kappa = inf: Marchenko-Pastur), for many laws at once.  Validated parameters are assumed (the fits
+    pass their own).
 
     In fit mode the laws the quantile table covers are evaluated together (:func:`_quantile_table.cdf_sf_many`); the
     others one by one, as :func:`cdf` would.  A law that cannot be evaluated within the current limits
-    (:class:`~hmu_diag.errors.HmuDiagError`) gives None in its place instead of stopping the others.
+    (:class:`~hmu_diag.errors.HmuDiagError`) has ``ok`` False and a NaN row instead of stopping the others.
     """
-    units = [np.asarray(x, dtype=np.float64) / float(sc) for x, sc in zip(xs, scales)]
-    kappas = np.asarray(kappas, dtype=np.float64)
-    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(units)
+    unit = np.asarray(x, dtype=np.float64) / np.asarray(scales, dtype=np.float64)[:, None]
+    gammas, kappas = np.asarray(gammas, dtype=np.float64), np.asarray(kappas, dtype=np.float64)
+    F, Q = np.full(unit.shape, np.nan), np.full(unit.shape, np.nan)
+    ok = np.zeros(unit.shape[0], dtype=bool)
+    mp = kappas >= KAPPA_MP                  # closed form, all together
+    if mp.any():
+        ones = np.ones(int(mp.sum()))
+        F[mp], Q[mp] = probability_rows(unit[mp], gammas[mp], ones), probability_rows(unit[mp], gammas[mp], ones,
+                                                                                      upper=True)
+        ok[mp] = True
     if in_fit_mode():
-        table_rows = np.flatnonzero(kappas < KAPPA_MP).tolist()
-        for i, res in zip(table_rows, _quantile_table.cdf_sf_many([units[i] for i in table_rows],
-                                                                 np.asarray(gammas, dtype=np.float64)[table_rows],
-                                                                 kappas[table_rows])):
-            out[i] = res
-    for i, unit in enumerate(units):
-        if out[i] is None:
-            try:
-                out[i] = _cdf_sf_unit(unit, float(gammas[i]), float(kappas[i]))
-            except HmuDiagError:
-                out[i] = None
-    return out
+        rows = np.flatnonzero(~mp)
+        F[rows], Q[rows], ok[rows] = _quantile_table.cdf_sf_many(unit[rows], gammas[rows], kappas[rows])
+    for i in np.flatnonzero(~ok).tolist():
+        try:
+            F[i], Q[i] = _cdf_sf_unit(unit[i], float(gammas[i]), float(kappas[i]))
+            ok[i] = True
+        except HmuDiagError:
+            pass
+    return F, Q, ok
 
 
 #: offsets (in delta) of the interpolation nodes around an integer delta, in units of INT_GAP

@@ -29,7 +29,7 @@ from scipy.linalg import eigvalsh_tridiagonal
 from hmu_diag.errors import OptionError
 from hmu_diag.htmp._checks import as_points, check_gamma, check_scale
 
-__all__ = ["mp_edges", "mp_pdf", "mp_logpdf", "mp_cdf", "mp_sf", "mp_moment", "mp_sample"]
+__all__ = ["mp_edges", "mp_pdf", "mp_logpdf", "mp_cdf", "mp_sf", "mp_moment", "mp_sample", "probability_rows"]
 
 
 def mp_edges(gamma: float, scale: float = 1.0) -> tuple[float, float]:
@@ -57,36 +57,43 @@ def mp_logpdf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
         return np.log(mp_pdf(x, gamma, scale))
 
 
-def _antiderivative(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def _antiderivative(x: np.ndarray, lo, hi) -> np.ndarray:
     """G(x) with the arcsines written as arctan2(y, sqrt(1 - y^2)) (1 - y^2 in factored form), which keeps full
-    precision at the edges where arcsin(+-1 -+ eps) would lose half the digits."""
+    precision at the edges where arcsin(+-1 -+ eps) would lose half the digits.  ``lo``, ``hi`` broadcast against x
+    (one law per row); where lo = 0 (gamma = 1) the last term vanishes."""
     m = 0.5 * (lo + hi)
     r = np.sqrt(np.maximum((hi - x) * (x - lo), 0.0))
     g1 = m * np.arctan2(x - m, r)
-    if lo > 0.0:
-        root = np.sqrt(lo * hi)
-        g2 = root * np.arctan2((lo + hi) * x - 2.0 * lo * hi, 2.0 * root * r)
-    else:  # gamma = 1: the lower edge is 0 and the last term vanishes
-        g2 = 0.0
+    root = np.sqrt(lo * hi)
+    g2 = np.where(lo > 0.0, root * np.arctan2((lo + hi) * x - 2.0 * lo * hi, 2.0 * root * r), 0.0)
     return r + g1 - g2
 
 
 _TINY = float(np.finfo(float).tiny)
 
 
-def _probability(x, gamma: float, scale: float, where: str, upper: bool) -> np.ndarray:
-    """F(x) (``upper=False``) or 1 - F(x) (``upper=True``) from one evaluation of the antiderivative G at the points
-    clipped to the support and at both ends: F = (G(x) - G(l-))/(2 pi gamma scale), 1 - F = (G(l+) - G(x))/(...).
-    The lower end is max(l-, tiny) so that gamma = 1 (l- = 0) stays finite."""
-    xx = as_points(x, where)
-    lo, hi = mp_edges(gamma, scale)
-    floor = max(lo, _TINY)
-    g = _antiderivative(np.concatenate(([floor, hi], np.minimum(np.maximum(xx, floor), hi).ravel())), lo, hi)
-    g_x = g[2:].reshape(xx.shape)
-    mass = g[1] - g_x if upper else g_x - g[0]
-    val = np.minimum(np.maximum(mass / (2.0 * np.pi * float(gamma) * float(scale)), 0.0), 1.0)
+def probability_rows(x: np.ndarray, gammas: np.ndarray, scales: np.ndarray, *, upper: bool = False) -> np.ndarray:
+    """F(x) (``upper=False``) or 1 - F(x) (``upper=True``) of MP(gammas[i], scales[i]) at the points of row i of the
+    2-D array ``x`` (validated parameters), all rows at once, each from one evaluation of the antiderivative G at
+    the points clipped to the support and at both ends: F = (G(x) - G(l-))/(2 pi gamma scale),
+    1 - F = (G(l+) - G(x))/(...).  The lower end is max(l-, tiny) so that gamma = 1 (l- = 0) stays finite."""
+    gammas, scales = np.asarray(gammas, dtype=np.float64)[:, None], np.asarray(scales, dtype=np.float64)[:, None]
+    r = np.sqrt(gammas)
+    lo, hi = scales * (1.0 - r) ** 2, scales * (1.0 + r) ** 2
+    floor = np.maximum(lo, _TINY)
+    g = _antiderivative(np.concatenate([floor, hi, np.minimum(np.maximum(x, floor), hi)], axis=1), lo, hi)
+    g_x = g[:, 2:]
+    mass = g[:, 1:2] - g_x if upper else g_x - g[:, :1]
+    val = np.minimum(np.maximum(mass / (2.0 * np.pi * gammas * scales), 0.0), 1.0)
     below, above = (1.0, 0.0) if upper else (0.0, 1.0)
-    return np.where(xx <= lo, below, np.where(xx >= hi, above, val))
+    return np.where(x <= lo, below, np.where(x >= hi, above, val))
+
+
+def _probability(x, gamma: float, scale: float, where: str, upper: bool) -> np.ndarray:
+    """:func:`probability_rows` of one law at points of any shape, after checking them."""
+    xx = as_points(x, where)
+    g, s = check_gamma(gamma, where), check_scale(scale, where)
+    return probability_rows(xx.reshape(1, -1), [g], [s], upper=upper).reshape(xx.shape)
 
 
 def mp_cdf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
