@@ -348,9 +348,9 @@ def test_fit_many_rejects_mismatched_lengths_and_bad_gamma():
 
 def test_batched_moment_tables_equal_one_pair_at_a_time():
     """The tables of g_n for many (gamma, n) pairs, computed together, equal each pair's own evaluation."""
-    from hmu_diag.fits._kappa_law import _U_GRID, _log_stat_tables
-    pairs = [(0.25, 10), (0.25, 16), (0.25, 17), (0.5, 300), (0.9, 64), (0.04, 1000)]
-    _log_stat_tables.cache_clear()
+    from hmu_diag.fits._kappa_law import _U_GRID, _log_stat_table_rows, _log_stat_tables
+    pairs = [(0.25, 10), (0.25, 16), (0.25, 17), (0.5, 300), (0.9, 64), (0.04, 1000), (0.9, 20)]
+    _log_stat_table_rows.cache_clear()
     g, sd = _log_stat_tables(np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
     for row, (gamma, n) in enumerate(pairs):
         mean, var = log_stat_moments(np.exp(_U_GRID), gamma, n)

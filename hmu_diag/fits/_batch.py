@@ -30,3 +30,26 @@ class Segments:
     def per_element(self, per_series: np.ndarray, sentinel: float = 0.0) -> np.ndarray:
         """One value per series, repeated over its elements (``sentinel`` at the sentinel)."""
         return np.repeat(np.append(per_series, sentinel), np.append(self.sizes, 1))
+
+
+class RowCache:
+    """Rows computed for many keys at once and cached per key: ``cache(keys)`` returns one row per key, computing
+    the missing ones in a single call of ``compute(missing_keys) -> rows`` (so a batch of layers costs about one
+    evaluation), keeping at most ``maxsize`` keys (oldest dropped first).  ``cache_clear()`` empties it, like
+    functools' caches (the benchmarks call it to time first analyses)."""
+
+    def __init__(self, compute, maxsize: int = 4096) -> None:
+        self.compute = compute
+        self.maxsize = maxsize
+        self.rows: dict = {}
+
+    def __call__(self, keys: Sequence) -> list:
+        missing = list(dict.fromkeys(k for k in keys if k not in self.rows))
+        if missing:
+            self.rows.update(zip(missing, self.compute(missing)))
+            while len(self.rows) > self.maxsize:
+                del self.rows[next(iter(self.rows))]
+        return [self.rows[k] for k in keys]
+
+    def cache_clear(self) -> None:
+        self.rows.clear()

@@ -17,6 +17,8 @@ import numpy as np
 from numpy.polynomial import polynomial as P
 from scipy import special
 
+from hmu_diag.fits._batch import RowCache
+
 __all__ = ["KAPPA_MIN", "KAPPA_SEARCH_MAX", "GAMMA_LOG_MAX", "kappa_from_stats", "kappa_moments", "log_stat_moments",
            "log_stat_mp", "statistic_name"]
 
@@ -143,35 +145,22 @@ def log_stat_mp(gamma: float, n: int) -> float:
 _U_GRID = np.linspace(math.log(KAPPA_MIN), math.log(KAPPA_SEARCH_MAX), 121)
 
 
-class _LogStatTables:
-    """(g_n, sd_n) of :func:`log_stat_moments` on ``exp(_U_GRID)`` for (gamma, n) pairs, as rows of two arrays.
-
-    Rows are cached per (gamma, n) (layers of one shape share them; at most ``maxsize``, oldest dropped first) and
-    the missing ones are computed in one vectorised call, so a batch of layers costs about one table.  ``cache_clear``
-    empties the cache (like functools' caches; the benchmarks call it to time first analyses)."""
-
-    def __init__(self, maxsize: int = 4096) -> None:
-        self.maxsize = maxsize
-        self.rows: dict[tuple[float, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def __call__(self, gammas: np.ndarray, ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keys = list(zip(np.asarray(gammas, dtype=np.float64).tolist(), np.asarray(ns).astype(int).tolist()))
-        missing = list(dict.fromkeys(k for k in keys if k not in self.rows))
-        if missing:
-            g_new, n_new = (np.array(v, dtype=np.float64)[:, None] for v in zip(*missing))
-            mean, var = log_stat_moments(np.exp(_U_GRID), g_new, n_new)
-            sd = np.sqrt(var)
-            for i, key in enumerate(missing):
-                self.rows[key] = (mean[i], sd[i])
-            while len(self.rows) > self.maxsize:
-                del self.rows[next(iter(self.rows))]
-        return (np.stack([self.rows[k][0] for k in keys]), np.stack([self.rows[k][1] for k in keys]))
-
-    def cache_clear(self) -> None:
-        self.rows.clear()
+def _table_rows(pairs: list[tuple[float, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(g_n, sd_n) of :func:`log_stat_moments` on ``exp(_U_GRID)`` for each (gamma, n) pair, in one vectorised call."""
+    gammas, ns = (np.array(v, dtype=np.float64)[:, None] for v in zip(*pairs))
+    mean, var = log_stat_moments(np.exp(_U_GRID), gammas, ns)
+    return list(zip(mean, np.sqrt(var)))
 
 
-_log_stat_tables = _LogStatTables()
+#: the moment-law tables, cached per (gamma, n): layers of one shape share them
+_log_stat_table_rows = RowCache(_table_rows)
+
+
+def _log_stat_tables(gammas: np.ndarray, ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(g_n, sd_n) on ``exp(_U_GRID)`` as rows of two arrays, one row per (gammas[i], ns[i])."""
+    rows = _log_stat_table_rows(list(zip(np.asarray(gammas, dtype=np.float64).tolist(),
+                                         np.asarray(ns).astype(int).tolist())))
+    return np.stack([g for g, _ in rows]), np.stack([sd for _, sd in rows])
 
 
 def _roots_decreasing(g: np.ndarray, sd: np.ndarray, stats: np.ndarray, z: float) -> np.ndarray:

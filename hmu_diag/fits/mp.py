@@ -36,10 +36,10 @@ import numpy as np
 from scipy import special
 
 from hmu_diag.errors import OptionError
-from hmu_diag.fits._batch import Segments
+from hmu_diag.fits._batch import RowCache, Segments
 from hmu_diag.fits._result import FitStatus
 from hmu_diag.htmp._checks import check_gamma
-from hmu_diag.htmp.mp import mp_cdf, mp_edges, probability_rows
+from hmu_diag.htmp.mp import probability_rows
 
 __all__ = ["MPFit", "fit_mp", "fit_mp_many", "tw1_quantile", "tw_threshold", "ks_distance", "bins", "binned_loglik",
            "clean_evals"]
@@ -188,17 +188,20 @@ def binned_loglik_rows(counts: np.ndarray, cdf_at_edges: np.ndarray, inner: np.n
         return np.where(counts > 0, counts * np.log(np.maximum(probs, 0.0)), 0.0).sum(axis=1)
 
 
-@functools.lru_cache(maxsize=256)
-def _mp_unit_quantile_table(gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """(CDF values, points) of MP(gamma, 1) on a fine grid, for inverting the closed-form CDF by interpolation.
+def _quantile_table_rows(gammas: list[float]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(CDF values, points) of MP(gamma, 1) on a fine grid for each gamma (one vectorised evaluation), for inverting
+    the closed-form CDF by interpolation.  The grid is in the angle u: x = (lo+hi)/2 - (hi-lo)/2 cos(u), which
+    concentrates points at both square-root edges.  The arrays are read-only (they are cached)."""
+    root = np.sqrt(np.array(gammas))[:, None]
+    lo, hi = (1.0 - root) ** 2, (1.0 + root) ** 2
+    grids = 0.5 * (lo + hi) - 0.5 * (hi - lo) * np.cos(np.linspace(0.0, np.pi, _QGRID))
+    values = probability_rows(grids, np.array(gammas), np.ones(len(gammas)))
+    values.flags.writeable = grids.flags.writeable = False
+    return list(zip(values, grids))
 
-    Cached per gamma (layers of one shape share it); the arrays are read-only."""
-    lo, hi = mp_edges(gamma, 1.0)
-    # grid in the angle u: x = (lo+hi)/2 - (hi-lo)/2 cos(u) concentrates points at both square-root edges
-    grid = 0.5 * (lo + hi) - 0.5 * (hi - lo) * np.cos(np.linspace(0.0, np.pi, _QGRID))
-    values = mp_cdf(grid, gamma, 1.0)
-    values.flags.writeable = grid.flags.writeable = False
-    return values, grid
+
+#: the MP(gamma, 1) quantile tables, cached per gamma: layers of one shape share them
+_mp_unit_quantile_tables = RowCache(_quantile_table_rows, maxsize=256)
 
 
 def _failed(gamma: float, why: str, n: int, n_dropped: int) -> MPFit:
@@ -275,7 +278,7 @@ def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bo
     sizes, starts, values = series.sizes, series.starts, series.values
     gammas = np.array([g for _, _, g, _ in batch])
     distinct, group = np.unique(gammas, return_inverse=True)       # one quantile table per gamma
-    tables = [_mp_unit_quantile_table(float(g)) for g in distinct]
+    tables = _mp_unit_quantile_tables(distinct.tolist())
     element_group = series.per_element(group, -1)
     median = 0.5 * (values[starts + (sizes - 1) // 2] + values[starts + sizes // 2])
     scale = median / np.array([np.interp(0.5, *tables[k]) for k in group.tolist()])
