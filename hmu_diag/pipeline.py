@@ -260,8 +260,10 @@ def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str
     spectrum, top_k : "exact" (default) or "approx": for very large single matrices only the top ``top_k``
         eigenvalues (doubled as needed) by randomized block Krylov, when that is cheaper than the exact ESD; the
         ``esd_method`` column says which; columns that need the whole ESD are then NaN.
-    n_jobs : layers analysed in parallel by ``executor``; 1 (default) runs in this process.  Results are the same
-        as the serial run (to floating-point rounding when BLAS thread counts differ).
+    n_jobs : layers analysed in parallel by ``executor``; 1 (default) runs in this process, where consecutive layers
+        (up to ``BATCH_LAYERS`` = 64 of them, ``BATCH_ELEMENTS`` = 4M matrix entries in all) are analysed as one
+        batch whose MP/HTMP fits share their array operations (:func:`analyze_layers`).  Results are the same
+        either way (to floating-point rounding when BLAS thread counts differ).
     executor : "local" (a process pool of ``n_jobs`` workers when n_jobs > 1) or "dask" (one task per layer on the
         Dask distributed cluster at ``scheduler``, an address like "tcp://host:8786" or a ``distributed.Client``).
     cache_dir : folder of per-layer results, written atomically as each layer finishes and keyed by the checkpoint's

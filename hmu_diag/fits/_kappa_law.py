@@ -185,31 +185,27 @@ def _roots_decreasing(g: np.ndarray, sd: np.ndarray, stats: np.ndarray, z: float
     h = float(_U_GRID[1] - _U_GRID[0])
     below = vals <= 0
     k = below.argmax(axis=-1)                             # first grid point past the root
-    crossed = np.take_along_axis(below, k[..., None], axis=-1)[..., 0]
+    crossed = below.any(axis=-1)
     first = np.clip(k - 2, 0, last - 3)                   # cubic stencil first..first+3
-    f0, f1, f2, f3 = (np.take_along_axis(vals, (first + i)[..., None], axis=-1)[..., 0] for i in range(4))
-    d1, d2, d3 = f1 - f0, f2 - 2 * f1 + f0, f3 - 3 * f2 + 3 * f1 - f0
-
-    def cubic(r: np.ndarray) -> np.ndarray:
-        return f0 + r * (d1 + (r - 1) * (d2 / 2 + (r - 2) * d3 / 6))
-
+    f0, f1, f2, f3 = np.moveaxis(np.take_along_axis(vals, first[..., None] + np.arange(4), axis=-1), -1, 0)
+    d1, c2, c3 = f1 - f0, (f2 - 2 * f1 + f0) / 2, (f3 - 3 * f2 + 3 * f1 - f0) / 6
     a, b = (k - 1 - first).astype(np.float64), (k - first).astype(np.float64)     # bracket in r
-    stencil = np.stack([f0, f1, f2, f3], axis=-1)
-    pick = np.clip(k - 1 - first, 0, 3)[..., None]
-    fa = np.take_along_axis(stencil, pick, axis=-1)[..., 0]
-    fb = np.take_along_axis(stencil, np.clip(k - first, 0, 3)[..., None], axis=-1)[..., 0]
+    ends = np.take_along_axis(np.stack([f0, f1, f2, f3], axis=-1),
+                              np.clip(np.stack([k - 1 - first, k - first], axis=-1), 0, 3), axis=-1)
+    fa, fb = ends[..., 0], ends[..., 1]
+    # in a bracket fa > 0 >= fb throughout (halving keeps the signs), so fa - fb > 0; rows without a bracket
+    # (no crossing, or at the grid's first point) compute garbage that is replaced below
     side = np.zeros(k.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for _ in range(4):
-            m = np.where(fa != fb, np.minimum(np.maximum(a + (b - a) * fa / (fa - fb), a), b), a)
-            fm = cubic(m)
+            m = np.minimum(np.maximum(a + (b - a) * fa / (fa - fb), a), b)
+            fm = f0 + m * (d1 + (m - 1) * (c2 + (m - 2) * c3))                   # the cubic at m
             up = fm > 0                                   # the root lies above m
             fb = np.where(up & (side > 0), fb * 0.5, fb)  # Illinois: both ends must move
-            fa = np.where(~up & (side < 0), fa * 0.5, fa)
-            a, fa = np.where(up, m, a), np.where(up, fm, fa)
-            b, fb = np.where(up, b, m), np.where(up, fb, fm)
+            fa = np.where(up, fm, np.where(side < 0, fa * 0.5, fa))
+            a, b, fb = np.where(up, m, a), np.where(up, b, m), np.where(up, fb, fm)
             side = np.where(up, 1.0, -1.0)
-        r = np.where(fa != fb, a + (b - a) * fa / (fa - fb), a)
+        r = a + (b - a) * fa / (fa - fb)
     roots = np.exp(_U_GRID[first] + h * r)
     return np.where(~crossed, math.inf, np.where(k == 0, KAPPA_MIN, roots))
 

@@ -104,6 +104,7 @@ KAPPA_MP_EQUIV = 200.0         # a CI reaching this: kappa reported as inf (indi
 _MAX_SPIKE_ROUNDS = 6          # fit / exclude outliers rounds (stops as soon as the bulk is unchanged)
 _N_KS_POINTS = 64              # order statistics at which the HTMP CDF is evaluated for D (module docstring)
 _N_BINS = 32                   # equal-count bins of the binned log-likelihood (hmu_diag.fits.mp.bins)
+_SF_GRID = np.geomspace(0.5, 4.0, 10)    # multiples of the Gamma-tail guess where the exact sf refines a threshold
 
 Orientation = Literal["direct", "inverse", "auto"]
 
@@ -185,7 +186,7 @@ def _upper_thresholds(gammas: np.ndarray, kappas: np.ndarray, scales: np.ndarray
     exact = np.flatnonzero(y_max[rows] > guess)
     if exact.size == 0:
         return out
-    grids = guess[exact, None] * np.geomspace(0.5, 4.0, 10)
+    grids = guess[exact, None] * _SF_GRID
     _, sf, evaluable = cdf_sf_many(grids, gamma[exact], kappa[exact], scale[exact])
     for j, grid, values, ok_j in zip(exact.tolist(), grids, sf, evaluable.tolist()):
         if not ok_j:              # not evaluable within the fit's limits: keep the Gamma-tail quantile

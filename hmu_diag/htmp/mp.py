@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import eigvalsh_tridiagonal
 
 from hmu_diag.errors import OptionError
 from hmu_diag.htmp._checks import as_points, check_gamma, check_scale
