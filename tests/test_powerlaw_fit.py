@@ -465,3 +465,22 @@ def test_likelihood_ratio_on_a_true_power_law():
         compare_power_law(x, ("gamma",))
     with pytest.raises(OptionError):
         compare_power_law([1.0, 1.0])
+
+
+def test_a_nearly_flat_spectrum_is_refused_with_the_bound_that_rules_out_every_tail():
+    """A float32 orthogonal matrix's ESD spans ~1e-6 (rounding), above the 1e-9 'identical' test: every candidate's
+    alpha is >= 1 + 1/ln(max/min) ~ 1e6, so no tail fits in (1, 50), and the status says so with the bound."""
+    q = np.linalg.qr(np.random.default_rng(3).standard_normal((60, 60)))[0].astype(np.float32).astype(np.float64)
+    evals = np.linalg.eigvalsh(q.T @ q)
+    fit = fit_power_law(evals)
+    assert fit.status.startswith("failed: the values span only a factor") and not fit.ok
+    bound = 1.0 + 1.0 / math.log(evals.max() / evals.min())
+    assert f"{bound:.4g}" in fit.status
+    scan = power_law_scan(evals)                                     # the bound holds at every candidate
+    assert np.all(scan.alpha >= bound * (1 - 1e-12))
+    wider = np.exp(np.linspace(0.0, 1.0, 300))                      # a factor e: some candidate fits below 50
+    assert "span only" not in fit_power_law(wider).status
+    with warnings.catch_warnings():                                  # a span of 1e394 (found by hypothesis): no
+        warnings.simplefilter("error")                               # overflow in the span test
+        for huge in ([60.0, 3.2e128, 1.0, 7.5e-266], [60.0, 3.23737733e+128, 1.0, 7.48158773e-266]):
+            assert "span only" not in fit_power_law(huge).status

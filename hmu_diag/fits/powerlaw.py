@@ -356,6 +356,24 @@ def _fixed_xmin_fit(x, xmin, xmax, lo, hi, estimator):
     return float(alpha[0]), float(D[0]), sigma, k
 
 
+#: values within a factor e^(this) of each other have no tail with alpha < 50 (the default range): "nearly flat"
+_FLAT_LOG_SPAN = 1.0 / 49.0
+
+
+def _no_candidate_reason(x: np.ndarray, lo: float, hi: float, truncated: bool) -> str:
+    """Why no x_min candidate is valid.  Every candidate's MLE is alpha = 1 + k / sum ln(x_i/x_min) >= 1 +
+    1/ln(max/min), since each log is at most ln(max/min); for a nearly flat spectrum (max/min <= e^(1/49) ~ 1.02,
+    e.g. a float32 orthogonal matrix's ESD, ~1 + 1e-6) that bound alone excludes every alpha below 50, and the
+    status gives it."""
+    log_span = math.log(float(x[-1])) - math.log(float(x[0]))      # no overflow for values spanning 1e-300..1e300
+    if not truncated and log_span <= _FLAT_LOG_SPAN and 1.0 + 1.0 / log_span >= hi:
+        return (f"the values span only a factor 1 + {math.expm1(log_span):.2g}, so every candidate tail has alpha >= "
+                f"1 + 1/ln(max/min) = {1.0 + 1.0 / log_span:.4g}, above alpha_range's upper end {hi:g} (a nearly "
+                "flat spectrum, "
+                "e.g. of an orthogonal matrix)")
+    return f"no x_min candidate gives alpha in ({lo:g}, {hi:g})"
+
+
 def _fit_once(x, *, n_dropped, xmin, xmax, lo, hi, xmin_window, min_tail, method, estimator,
               fix_fingers) -> PowerLawFit:
     """One fit of sorted positive data (no finger handling, no bootstrap)."""
@@ -395,8 +413,8 @@ def _fit_once(x, *, n_dropped, xmin, xmax, lo, hi, xmin_window, min_tail, method
         return _failed(scan, x.size, n_dropped, method, fix_fingers)
     best = _argmin(scan)
     if best is None:
-        return _failed(f"no x_min candidate gives alpha in ({lo:g}, {hi:g})", x.size, n_dropped, method,
-                       fix_fingers, scan.pos.size)
+        return _failed(_no_candidate_reason(x, lo, hi, xmax is not None), x.size, n_dropped, method, fix_fingers,
+                       scan.pos.size)
     j, D = best
     alpha = float(scan.alpha[j])
     xm = float(x[int(scan.c0[j])])
