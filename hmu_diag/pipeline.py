@@ -124,7 +124,8 @@ def _layer_row(model: str, lm: LayerMatrix, metrics: dict[str, Any]) -> dict[str
     return row
 
 
-def analyze_layers(layers: list[tuple[str, LayerMatrix]], options: AnalyzeOptions) -> list[dict[str, Any] | TaskFailure]:
+def analyze_layers(layers: list[tuple[str, LayerMatrix]],
+                   options: AnalyzeOptions) -> list[dict[str, Any] | TaskFailure]:
     """The rows of several analysable layers ``(model, layer matrix)``: each layer's spectrum, then the metrics of
     all of them by :func:`hmu_diag.metrics.esd_rows`, whose MP/HTMP fits run as one batch (a small layer's fits
     cost numpy's per-call overhead, so a batch of them costs little more than one).  Every row is the same as that

@@ -2,7 +2,7 @@
 :func:`hmu_diag.fits.mp.fit_mp_many`): series of different lengths stored back to back, reduced segment by segment."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ class RowCache:
     evaluation), keeping at most ``maxsize`` keys (oldest dropped first).  ``cache_clear()`` empties it, like
     functools' caches (the benchmarks call it to time first analyses)."""
 
-    def __init__(self, compute, maxsize: int = 4096) -> None:
+    def __init__(self, compute: Callable[[list], Sequence], maxsize: int = 4096) -> None:
         self.compute = compute
         self.maxsize = maxsize
         self.rows: dict = {}

@@ -2,7 +2,8 @@
 :mod:`hmu_diag.fits.htmp`).
 
 * :func:`log_stat_moments`: mean g_n(kappa) and variance of the log-moment statistic L = log mean(lambda) -
-  mean(log lambda) under the finite-n HTMP model (sums of digamma / trigamma values, Euler-Maclaurin beyond 16 terms);
+  mean(log lambda) under the finite-n HTMP model (sums of digamma / trigamma values by Euler-Maclaurin, the first 16
+  terms exact for near-square layers);
 * :func:`_ratio_mean`, :func:`_ratio_sd`: the same for the second-moment statistic R = mean(lambda^2)/mean(lambda)^2;
 * :func:`kappa_from_stats`: kappa and its score-band CI from either statistic, for many spectra in one vectorised
   pass (tables of g_n on a log-kappa grid, cached per (gamma, n), and a vectorised root search);
@@ -20,7 +21,7 @@ from scipy import special
 from hmu_diag.fits._batch import RowCache
 
 __all__ = ["KAPPA_MIN", "KAPPA_SEARCH_MAX", "GAMMA_LOG_MAX", "kappa_from_stats", "kappa_moments", "log_stat_moments",
-           "log_stat_mp", "statistic_name"]
+           "log_stat_mp", "moment_statistics", "statistic_name"]
 
 KAPPA_MIN, KAPPA_SEARCH_MAX = 1e-4, 1e6
 GAMMA_LOG_MAX = 0.95           # above: second-moment estimator
@@ -303,8 +304,16 @@ def _normal_quantile(p: float) -> float:
 
 
 def statistic_name(gamma: float) -> str:
-    """The moment statistic the estimator uses at this gamma: "log-moment" or (gamma > GAMMA_LOG_MAX) "second-moment"."""
+    """The moment statistic the estimator uses at this gamma: "log-moment", or "second-moment" above
+    GAMMA_LOG_MAX."""
     return "log-moment" if gamma <= GAMMA_LOG_MAX else "second-moment"
+
+
+def moment_statistics(mean, mean_log, mean_sq, gammas) -> np.ndarray:
+    """The statistic of each spectrum from its sample moments (of x scaled to max 1): L = log mean(x) - mean(log x),
+    or R = mean(x^2)/mean(x)^2 where gamma > GAMMA_LOG_MAX (:func:`statistic_name`)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.asarray(gammas) > GAMMA_LOG_MAX, mean_sq / np.square(mean), np.log(mean) - mean_log)
 
 
 def _ratio_roots(stat: float, gamma: float, n: int, z: float) -> tuple[float, float, float]:
@@ -350,8 +359,6 @@ def kappa_moments(x, gamma: float, *, level: float = 0.95) -> tuple[float, float
     """
     x = np.asarray(x, dtype=np.float64)
     x = x / np.max(x)                 # scale-free statistics; avoids overflow for inverse spectra (1/lambda ~ 1e300)
-    m1 = float(np.mean(x))
-    name = statistic_name(gamma)
-    stat = math.log(m1) - float(np.mean(np.log(x))) if name == "log-moment" else float(np.mean(x**2)) / m1**2
-    kappa, lo, hi = kappa_from_stats([stat], [gamma], [x.size], level=level)
-    return float(kappa[0]), float(lo[0]), float(hi[0]), name
+    stat = moment_statistics(np.mean(x), np.mean(np.log(x)), np.mean(x * x), [gamma])
+    kappa, lo, hi = kappa_from_stats(stat, [gamma], [x.size], level=level)
+    return float(kappa[0]), float(lo[0]), float(hi[0]), statistic_name(gamma)

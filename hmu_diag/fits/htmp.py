@@ -86,11 +86,11 @@ from scipy import special
 from hmu_diag.choices import HTMP_ORIENTATIONS
 from hmu_diag.errors import HmuDiagError, OptionError
 from hmu_diag.fits._batch import Segments
-from hmu_diag.fits._kappa_law import (GAMMA_LOG_MAX, KAPPA_MIN, kappa_from_stats, kappa_moments, log_stat_moments,
-                                      log_stat_mp, statistic_name)
+from hmu_diag.fits._kappa_law import (KAPPA_MIN, kappa_from_stats, kappa_moments, log_stat_moments, log_stat_mp,
+                                      moment_statistics, statistic_name)
 from hmu_diag.fits._result import FitStatus
-from hmu_diag.fits.mp import (MPFit, bin_rows, binned_loglik_rows, clean_evals, fit_mp, ks_distance, ks_rows,
-                              tw_threshold)
+from hmu_diag.fits.mp import (MPFit, bin_rows, binned_loglik_rows, clean_evals, fit_mp_many, ks_distance, ks_rows,
+                              per_matrix_count, tw_threshold)
 from hmu_diag.htmp import cdf as htmp_cdf
 from hmu_diag.htmp import logpdf as htmp_logpdf
 from hmu_diag.htmp import sample as htmp_sample
@@ -255,9 +255,8 @@ def _fit_orientations(ys: list[np.ndarray], gammas: np.ndarray, n_pers: np.ndarr
         b = bulk[active]
         sum_x, sum_log, sum_sq = series.prefix_reduce([x, log_x, x_sq], active, b)
         m1 = sum_x / b
-        with np.errstate(divide="ignore", invalid="ignore"):
-            stats = np.where(gammas[active] > GAMMA_LOG_MAX, sum_sq / b / m1**2, np.log(m1) - sum_log / b)
-        k, kl, kh = kappa_from_stats(stats, gammas[active], b, level=level)
+        k, kl, kh = kappa_from_stats(moment_statistics(m1, sum_log / b, sum_sq / b, gammas[active]), gammas[active],
+                                     b, level=level)
         if method != "moments":
             k = np.array([_refine(ys[i][:bulk[i]], float(gammas[i]), float(k[j]), float(kl[j]), float(kh[j]), method)
                           for j, i in enumerate(active.tolist())])
@@ -276,7 +275,8 @@ def _fit_orientations(ys: list[np.ndarray], gammas: np.ndarray, n_pers: np.ndarr
             break
     D, loglik = _goodness_of_fit(series, bulk, gammas, np.where(hi >= KAPPA_MP_EQUIV, math.inf, kappa), scale)
     return [_OneFit(float(kappa[i]), float(lo[i]), float(hi[i]), float(scale[i]), statistic_name(float(gammas[i])),
-                    y[:n], y.size - n, float(D[i]), float(loglik[i])) for i, (y, n) in enumerate(zip(ys, bulk.tolist()))]
+                    y[:n], y.size - n, float(D[i]), float(loglik[i]))
+            for i, (y, n) in enumerate(zip(ys, bulk.tolist()))]
 
 
 def _goodness_of_fit(series: Segments, bulk: np.ndarray, gammas: np.ndarray, kappas: np.ndarray,
@@ -412,9 +412,13 @@ def _fit_batch(batch: list[tuple[int, np.ndarray, float, int]], orientation: str
                mps: list[MPFit | None]) -> list[HTMPFit]:
     """:func:`fit_many` on validated, cleaned spectra ``(index, values, gamma, n_dropped)``."""
     sides = [o for o in ("direct", "inverse") if orientation in ("auto", o)]
+    missing = [j for j, (i, *_) in enumerate(batch) if mps[i] is None]     # MP fits not passed in: one batch too
+    fitted_mp = dict(zip(missing, fit_mp_many([batch[j][1] for j in missing], [batch[j][2] for j in missing],
+                                              spikes=spikes, alpha=alpha,
+                                              n_matrices=[n_matrices[batch[j][0]] for j in missing])))
     series, gammas, n_pers = [], [], []
     for i, x, g, n_dropped in batch:
-        n_per = max(int(round((x.size + n_dropped) / max(int(n_matrices[i]), 1))), 1)
+        n_per = per_matrix_count(x.size, n_dropped, n_matrices[i])
         for side in sides:
             series.append(x if side == "direct" else np.sort(1.0 / x))
             gammas.append(g)
@@ -423,7 +427,7 @@ def _fit_batch(batch: list[tuple[int, np.ndarray, float, int]], orientation: str
                              method=method)
     out = []
     for j, (i, x, g, n_dropped) in enumerate(batch):
-        mp = mps[i] if mps[i] is not None else fit_mp(x, g, spikes=spikes, alpha=alpha, n_matrices=n_matrices[i])
+        mp = fitted_mp.get(j, mps[i])
         fits = dict(zip(sides, ones[j * len(sides):(j + 1) * len(sides)]))
         best = min(fits, key=lambda o: (not math.isfinite(fits[o].D), fits[o].D))
         one = fits[best]

@@ -41,7 +41,7 @@ from hmu_diag.fits._result import FitStatus
 from hmu_diag.htmp._checks import check_gamma
 from hmu_diag.htmp.mp import probability_rows
 
-__all__ = ["MPFit", "fit_mp", "fit_mp_many", "tw1_quantile", "tw_threshold", "ks_distance", "bins", "binned_loglik",
+__all__ = ["MPFit", "fit_mp", "fit_mp_many", "per_matrix_count", "tw1_quantile", "tw_threshold", "ks_distance", "bins", "binned_loglik",
            "clean_evals"]
 
 _CHIANI_K, _CHIANI_THETA, _CHIANI_SHIFT = 46.446, 0.186054, 9.84801
@@ -105,6 +105,11 @@ def tw1_quantile(level: float) -> float:
     e.g. level 0.95 -> 0.98, 0.99 -> 2.02 (tables: 0.9793, 2.0234).
     """
     return float(special.gammaincinv(_CHIANI_K, level) * _CHIANI_THETA - _CHIANI_SHIFT)
+
+
+def per_matrix_count(n: int, n_dropped: int, n_matrices: int) -> int:
+    """Eigenvalues per pooled matrix, M: (kept + dropped) / n_matrices, at least 1."""
+    return max(int(round((n + n_dropped) / max(int(n_matrices), 1))), 1)
 
 
 def tw_threshold(scale: float, gamma: float, m: int, *, alpha: float = 0.01, n_matrices: int = 1) -> float:
@@ -282,8 +287,8 @@ def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bo
     element_group = series.per_element(group, -1)
     median = 0.5 * (values[starts + (sizes - 1) // 2] + values[starts + sizes // 2])
     scale = median / np.array([np.interp(0.5, *tables[k]) for k in group.tolist()])
-    edge_per_scale = np.array([tw_threshold(1.0, g, max(int(round((x.size + n_dropped) / max(int(n_matrices[i]), 1))), 1),
-                                            alpha=alpha, n_matrices=n_matrices[i]) if spikes else math.inf
+    edge_per_scale = np.array([tw_threshold(1.0, g, per_matrix_count(x.size, n_dropped, n_matrices[i]), alpha=alpha,
+                                            n_matrices=n_matrices[i]) if spikes else math.inf
                                for i, x, g, n_dropped in batch])
     n_bulk = sizes.copy()
     iterations = np.zeros(len(batch), dtype=int)
@@ -318,9 +323,9 @@ def _mp_results(batch, series: Segments, n_bulk: np.ndarray, scale: np.ndarray, 
     gammas = np.array([g for _, _, g, _ in batch])
     rows = np.arange(len(batch))
     edges, counts, inner = bin_rows(series.values, series.starts, n_bulk, n_bins)
-    cdf = probability_rows(series.values[:, None], series.per_element(gammas, 1.0), series.per_element(scale, 1.0))[:, 0]
-    n = series.per_element(n_bulk, 1.0)
-    gap = np.maximum((series.position + 1) / n - cdf, cdf - series.position / n)      # ks_rows, element by element
+    cdf = probability_rows(series.values[:, None], series.per_element(gammas, 1.0), series.per_element(scale, 1.0))
+    # the KS gap at every element (each its own row of ks_rows), then its maximum over each bulk
+    gap = ks_rows(cdf, series.position[:, None], series.per_element(n_bulk, 1.0), True)
     D = series.prefix_reduce([gap], rows, n_bulk, np.maximum)[0]
     loglik = binned_loglik_rows(counts, probability_rows(edges, gammas, scale), inner)
     root = np.sqrt(gammas)

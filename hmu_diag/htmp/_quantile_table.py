@@ -117,7 +117,8 @@ def cdf_sf_many(x: np.ndarray, gammas, kappas) -> tuple[np.ndarray, np.ndarray, 
         log_q[rows] = np.matmul(weights, nodes.reshape(weights.shape[0], 16, -1).astype(np.float64))[:, 0, :]
     rows = usable & square
     if rows.any():
-        log_q[rows] = np.matmul(wk[rows][:, None, :], table[1][k0[rows][:, None] + four[None, :]].astype(np.float64))[:, 0, :]
+        nodes = table[1][k0[rows][:, None] + four[None, :]].astype(np.float64)
+        log_q[rows] = np.matmul(wk[rows][:, None, :], nodes)[:, 0, :]
     complete = usable & np.isfinite(log_q).all(axis=1)
     # rows with every level: clamping beyond +-16 (expit(-16) ~ 1e-7) is always within _CLAMP_TOL
     z = np.full(x.shape, np.nan)
