@@ -165,6 +165,18 @@ def test_corrupt_legacy_pickle(tmp_path, where):
     assert_one_line_error(tmp_path / "bad.pt")
 
 
+def test_zip_member_name_that_is_not_utf8(tmp_path):
+    """A damaged central directory whose member name is flagged UTF-8 but is not (zipfile raises UnicodeDecodeError;
+    found by the hypothesis test of damaged checkpoints)."""
+    good_files(tmp_path)
+    data = bytearray((tmp_path / "good.pt").read_bytes())
+    entry = data.index(b"PK\x01\x02")                              # the first central-directory record
+    data[entry + 9] |= 0x08                                          # general-purpose flag bit 11: the name is UTF-8
+    data[entry + 46] = 0xB7                                          # its first byte: not valid UTF-8
+    (tmp_path / "bad.pt").write_bytes(bytes(data))
+    assert_one_line_error(tmp_path / "bad.pt", match="corrupt zip archive (UnicodeDecodeError")
+
+
 def test_corrupt_safetensors_offsets(tmp_path):
     """Header offsets that point past the data section."""
     good_files(tmp_path)

@@ -68,8 +68,8 @@ def _zip_format(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt zip archive ({exc})") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:     # ValueError: e.g. a damaged UTF-8 member name
+        raise CheckpointError(f"{path}: truncated or corrupt zip archive ({type(exc).__name__}: {exc})") from None
     if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
         return "torchscript"
     if any(n.endswith("data.pkl") for n in names):
