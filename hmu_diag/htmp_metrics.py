@@ -41,7 +41,7 @@ from hmu_diag.errors import HmuDiagError, failed_status
 from hmu_diag.fits.htmp import fit_many as htmp_fit_many
 from hmu_diag.fits.mp import fit_mp_many
 from hmu_diag.fits.phase import UNDETERMINED, classify_phase
-from hmu_diag.fits.powerlaw import fit_power_law
+from hmu_diag.fits.powerlaw import PowerLawFit, fit_power_law_many
 
 __all__ = ["COLUMNS", "htmp_metrics", "htmp_metrics_many"]
 
@@ -122,18 +122,29 @@ def htmp_metrics_many(evals_list: Sequence, gammas: Sequence[float], *, alphas: 
                 fits.extend(fit_laws([i]))
             except _DATA_ERRORS as exc:
                 fits.append(exc)
+    lower = _lower_tail_fits(xs, n_boot=n_boot, seed=seed) if lower_tail else {}
     for i, fitted in zip(ok, fits):
         if isinstance(fitted, Exception):
             rows[i] = _empty(failed_status(type(fitted).__name__, str(fitted)))
         else:
-            rows[i] = _columns(xs[i], *fitted, alpha=alphas[i], rank_loss=rank_losses[i], seed=seed,
-                               lower_tail=lower_tail, n_boot=n_boot)
+            rows[i] = _columns(xs[i], *fitted, lower.get(i), alpha=alphas[i], rank_loss=rank_losses[i])
     return rows
 
 
-def _columns(x: np.ndarray, mp, ht, *, alpha: float, rank_loss: int, seed: int, lower_tail: bool,
-             n_boot: int) -> dict:
-    """One spectrum's row from its MP and HTMP fits, plus the lower-tail power-law fit and the phase."""
+def _lower_tail_fits(xs: dict[int, np.ndarray], *, n_boot: int, seed: int) -> dict[int, PowerLawFit]:
+    """The power-law fit of 1/lambda of each spectrum with at least 10 positive values, all in one batch
+    (:func:`hmu_diag.fits.powerlaw.fit_power_law_many`)."""
+    inverses = {}
+    for i, x in xs.items():
+        pos = x[np.isfinite(x) & (x > 0)]
+        if pos.size >= 10:
+            inverses[i] = 1.0 / pos[::-1]
+    return dict(zip(inverses, fit_power_law_many(list(inverses.values()), n_boot=n_boot, seed=seed)))
+
+
+def _columns(x: np.ndarray, mp, ht, pl: PowerLawFit | None, *, alpha: float, rank_loss: int) -> dict:
+    """One spectrum's row from its MP and HTMP fits, the power-law fit of its lower tail (None: not fitted), and the
+    phase."""
     row = _empty(_fit_status(ht))
     if mp.ok:
         row.update(mp_D=mp.D, mp_scale=mp.scale, mp_bulk_max=mp.bulk_max, mp_num_spikes=mp.num_spikes)
@@ -142,11 +153,7 @@ def _columns(x: np.ndarray, mp, ht, *, alpha: float, rank_loss: int, seed: int, 
                    htmp_orientation=ht.orientation, htmp_delta=ht.delta, htmp_D=ht.D, htmp_pred_alpha=ht.pred_alpha,
                    htmp_pred_lower_exp=ht.pred_lower_exp,
                    alpha_minus_pred=float(alpha) - ht.pred_alpha if math.isfinite(ht.pred_alpha) else math.nan)
-    if lower_tail:
-        pos = x[np.isfinite(x) & (x > 0)]
-        if pos.size >= 10:
-            pl = fit_power_law(1.0 / pos, n_boot=n_boot, seed=seed)
-            if pl.ok:
-                row.update(lower_alpha=pl.alpha, lower_D=pl.D, lower_p_value=pl.p_value)
+    if pl is not None and pl.ok:
+        row.update(lower_alpha=pl.alpha, lower_D=pl.D, lower_p_value=pl.p_value)
     row["phase"] = classify_phase(x, mp, ht, rank_loss=rank_loss)
     return row

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .fits.powerlaw import fit_power_law
+from .fits.powerlaw import fit_power_law_many
 
 if TYPE_CHECKING:
     from .spectra.weights import Spectrum
@@ -115,16 +115,18 @@ def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fing
              n_boot: int = 0, htmp: bool = True, htmp_orientation: str = "auto", seed: int = 0) -> list[dict[str, Any]]:
     """The rows of many ESDs (:class:`hmu_diag.spectra.weights.Spectrum`), one flat dict each (see :func:`esd_row`).
 
-    The power-law fit and scale metrics run per spectrum; the MP/HTMP columns of all exact spectra are fitted in one
-    batch (:func:`hmu_diag.htmp_metrics.htmp_metrics_many`), which costs little more than one layer.  Each row is
+    The power-law fits of all spectra run as one batch (:func:`hmu_diag.fits.powerlaw.fit_power_law_many`), and so
+    do the MP/HTMP columns of all exact spectra (:func:`hmu_diag.htmp_metrics.htmp_metrics_many`): a batch costs
+    little more than one layer.  Each row is
     the same whatever else is in the batch.  ``htmp_orientation`` ("auto", "direct", "inverse") is passed to
     :func:`hmu_diag.fits.htmp.fit`; ``n_boot`` and ``seed`` to :func:`hmu_diag.fit_power_law` (bootstrap
     ``p_value``; 0: NaN).
     """
-    rows, fit_inputs, alphas = [], [], []
-    for spectrum in spectra:
-        evals = np.sort(np.asarray(spectrum.evals, dtype=np.float64))
-        fit_input = evals[evals > spectrum.zero_tol]
+    evals_sorted = [np.sort(np.asarray(spectrum.evals, dtype=np.float64)) for spectrum in spectra]
+    fit_inputs = [evals[evals > spectrum.zero_tol] for evals, spectrum in zip(evals_sorted, spectra)]
+    fits = fit_power_law_many(fit_inputs, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
+    rows, alphas = [], []
+    for spectrum, evals, fit_input, fit in zip(spectra, evals_sorted, fit_inputs, fits):
         partial = spectrum.method != "exact"
         N, M = spectrum.N, spectrum.M
         row: dict[str, Any] = {"N": int(N), "M": int(M), "Q": N / M, "gamma": M / N,
@@ -132,7 +134,6 @@ def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fing
                                "rank_loss": math.nan if partial else int(evals.size - fit_input.size),
                                "dtype": spectrum.dtype, "esd_method": spectrum.method}
         row.update(norm_metrics(evals, spectrum.trace if partial else None))
-        fit = fit_power_law(fit_input, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
         row.update({"alpha": fit.alpha, "xmin": fit.xmin, "xmax": fit.xmax, "D": fit.D, "sigma": fit.sigma,
                     "p_value": fit.p_value, "num_pl_spikes": fit.n_tail, "num_fingers": fit.num_fingers,
                     "fit_status": fit.status})
@@ -144,7 +145,6 @@ def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fing
             row["htmp_status"] = (f"skipped: partial ESD ({spectrum.method}); MP/HTMP fits need every "
                                   "eigenvalue")
         rows.append(row)
-        fit_inputs.append(fit_input)
         alphas.append(fit.alpha)
     exact = [i for i, s in enumerate(spectra) if s.method == "exact"]
     if htmp and exact:

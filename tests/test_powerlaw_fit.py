@@ -362,6 +362,65 @@ def test_xmax_scan_is_argmin_over_truncated_candidates():
     assert fit.xmin == scan.xmin[np.argmin(D)]
 
 
+# ------------------------------------------------------------------------------------------------ batches
+
+
+def same_fit(a, b) -> bool:
+    """Every field equal, NaN equal to NaN."""
+    def eq(x, y):
+        return (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)) or x == y
+    return all(eq(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+
+
+BATCH_DATA = [
+    pareto(2.5, 300, 50),                      # above the unpruned-scan size: pruned alone, inside the batch too
+    pareto(1.7, 16, 51), pareto(4.0, 40, 52), np.round(pareto(2.3, 120, 53), 1),     # ties
+    student_t_esd(160, 64, 54), mp_esd(200, 100, 55), mixture(56)[::7],
+    np.array([]), np.array([2.0, 2.0, 2.0]), np.array([1.0, 2.0, 3.0]),              # failures
+    np.r_[pareto(2.0, 50, 57), [np.nan, -1.0, 0.0]],                                  # dropped values
+    pareto(2.5, 25, 58)[::-1],                                                        # unsorted
+]
+
+
+@pytest.mark.parametrize("options", [
+    {}, dict(method="ww"), dict(xmax=8.0), dict(fix_fingers="xmin_peak"), dict(fix_fingers="clip_xmax"),
+    dict(min_tail=20), dict(xmin_range=(1.2, 3.0)), dict(estimator="mle"), dict(xmin=1.5), dict(n_boot=4, seed=3),
+    dict(alpha_range=(1.0, 2.2)),
+], ids=str)
+def test_fit_many_equals_each_fit_alone(options):
+    """fit_power_law_many runs the scans of all arrays as one batch; each result is bit for bit the fit alone, in
+    any order of the batch."""
+    fits = plmod.fit_power_law_many(BATCH_DATA, **options)
+    alone = [fit_power_law(x, **options) for x in BATCH_DATA]
+    assert all(same_fit(a, b) for a, b in zip(fits, alone))
+    assert any(f.ok for f in fits) and any(not f.ok for f in fits)
+    order = np.random.default_rng(0).permutation(len(BATCH_DATA))
+    shuffled = plmod.fit_power_law_many([BATCH_DATA[i] for i in order], **options)
+    assert all(same_fit(shuffled[k], alone[i]) for k, i in enumerate(order))
+
+
+def test_fit_many_rejects_unknown_options():
+    with pytest.raises(TypeError):
+        plmod.fit_power_law_many([pareto(2.5, 50, 1)], alpha_rnage=(1, 3))
+
+
+def test_batched_ks_argmins_equal_ks_argmin():
+    """The joint unpruned scan of small problems gives the argmin and D of each problem alone (also truncated
+    problems, whose CDF carries a per-candidate scale), and large problems still go through the pruned scan."""
+    from hmu_diag.fits._ks_scan import _DIRECT, ks_argmin, ks_argmins
+    rng = np.random.default_rng(7)
+    for truncated in (False, True):
+        problems = []
+        for n in (5, 17, 64, 150, 700):
+            t = np.sort(np.log(rng.pareto(1.5, n) + 1.0))
+            pos = np.sort(rng.choice(n - 2, size=max(1, n // 3), replace=False))
+            scale = 1.0 + rng.random(pos.size) if truncated else None
+            problems.append((t, np.arange(n, dtype=np.float64), float(n + 3), pos, t[pos], pos.astype(np.float64),
+                             rng.uniform(0.2, 3.0, pos.size), scale))
+        assert any(int(np.sum(p[0].size - p[3])) > _DIRECT for p in problems)
+        assert ks_argmins(problems) == [ks_argmin(*p) for p in problems]
+
+
 # ------------------------------------------------------------------------------------- bootstrap, failures
 
 

@@ -225,3 +225,18 @@ def test_batched_htmp_and_mp_fits_never_raise_and_equal_the_fits_alone(batch):
         for e, g, mp, ht in zip(evals, gammas, mps, hts):
             assert same_fit(mp, fit_mp(e, g)) and same_fit(ht, fit(e, g))
             assert ht.status == "ok" or (ht.status.startswith("failed: ") and math.isnan(ht.kappa))
+
+
+@BATCH_SETTINGS
+@given(st.lists(esd_like, min_size=1, max_size=6), st.sampled_from([{}, {"method": "ww"}, {"xmax": 1e3},
+                                                                     {"fix_fingers": "clip_xmax"}]))
+def test_batched_power_law_fits_never_raise_and_equal_the_fits_alone(batch, options):
+    """Power-law fits of arbitrary arrays in one batch (fit_power_law_many): no exception, no warning escapes, and
+    each result equals that array's fit alone, field by field."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fits_ = fits.fit_power_law_many(batch, **options)
+        for data, fit in zip(batch, fits_):
+            assert same_fit(fit, fit_power_law(data, **options))
+            if not options:
+                check_contract(fit, data)

@@ -23,7 +23,10 @@ as ``numpy.argmin`` does.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 _BLOCK = 1 << 17          # elements per block of the exact scan (1 MiB per float64 temporary)
 _DIRECT = 1 << 15         # below this many tail elements in total, skip pruning
@@ -96,6 +99,74 @@ def _lower_bounds(t, c, n, pos, t0, c0, b, scale, G, hot):
         out[i:i + step] = _rows(t, c, n, cols, t0[i:i + step], c0[i:i + step], b[i:i + step],
                                 None if scale is None else scale[i:i + step])
     return out
+
+
+def ks_argmins(problems: Sequence[tuple]) -> list[tuple[int, float]]:
+    """:func:`ks_argmin` of each problem ``(t, c, n, pos, t0, c0, b, scale)`` (each with at least one candidate;
+    ``scale`` None in all of them or in none).
+
+    Two or more problems small enough for the unpruned scan (at most ``_DIRECT`` tail elements each) share their
+    array operations (:func:`_direct_distances`); every D is the same number :func:`ks_argmin` computes, so a
+    problem's answer does not depend on the others.
+    """
+    out: list[tuple[int, float] | None] = [None] * len(problems)
+    small = [i for i, (t, _, _, pos, *_) in enumerate(problems) if int(np.sum(t.size - pos)) <= _DIRECT]
+    if len(small) < 2:
+        small = []
+    for i in sorted(set(range(len(problems))) - set(small)):
+        out[i] = ks_argmin(*problems[i])
+    if small:
+        for i, D in zip(small, _direct_distances([problems[i] for i in small])):
+            j = int(np.argmin(D))
+            out[i] = (j, float(D[j]))
+    return out  # type: ignore[return-value]
+
+
+def _direct_distances(problems: list[tuple]) -> list[np.ndarray]:
+    """D of every candidate of every problem, the candidates of all problems computed together, each over its own
+    tail only.
+
+    The evaluation points of the problems are stored back to back, each problem's followed by copies of its last
+    point (a repeated point repeats a term, which leaves a maximum unchanged), so that the tail of every candidate,
+    padded to a common width, is one contiguous window: the rows (candidates) of a block are windows of similar
+    width, copied out whole, and the D of a row is the same maximum of the same terms as in :func:`ks_distances`.
+    """
+    counts = [p[3].size for p in problems]
+    sizes = np.array([p[0].size for p in problems])
+    widths = [size - p[3] for size, p in zip(sizes.tolist(), problems)]
+    pad = int(max(w.max() for w in widths))
+    # padded layout: problem k's points, then `pad` copies of its last one
+    padded = sizes + pad
+    first = np.zeros(sizes.size, dtype=np.intp)
+    np.cumsum(padded[:-1], out=first[1:])
+    local = np.arange(int(padded.sum())) - np.repeat(first, padded)
+    source = np.repeat(np.cumsum(sizes) - sizes, padded) + np.minimum(local, np.repeat(sizes - 1, padded))
+    t_windows = sliding_window_view(np.concatenate([p[0] for p in problems])[source], pad)
+    c_windows = sliding_window_view(np.concatenate([p[1] for p in problems])[source], pad)
+    start = np.concatenate([p[3] + f for p, f in zip(problems, first.tolist())])
+    width = np.concatenate(widths)
+    n = np.repeat([float(p[2]) for p in problems], counts)
+    t0, c0, b = (np.concatenate([p[k] for p in problems]) for k in (4, 5, 6))
+    scale = None if problems[0][7] is None else np.concatenate([p[7] for p in problems])
+    order = np.argsort(-width, kind="stable")             # widest first: the rows of a block have similar widths
+    D = np.empty(start.size)
+    i = 0
+    while i < order.size:
+        w = int(width[order[i]])
+        rows = order[i:i + max(1, _BLOCK // w)]
+        at = start[rows]
+        # the terms of _rows, row-major (each row one window); m >= pos: the clamps at 0 are identities here
+        F = t_windows[at, :w] - t0[rows, None]
+        F *= -b[rows, None]
+        np.expm1(F, out=F)
+        F *= -1.0 if scale is None else -scale[rows, None]
+        E = c_windows[at, :w] - c0[rows, None]
+        E /= (n[rows] - c0[rows])[:, None]
+        F -= E
+        np.abs(F, out=F)
+        D[rows] = F.max(axis=1)
+        i += rows.size
+    return np.split(D, np.cumsum(counts)[:-1])
 
 
 def ks_argmin(t: np.ndarray, c: np.ndarray, n: float, pos: np.ndarray, t0: np.ndarray, c0: np.ndarray,

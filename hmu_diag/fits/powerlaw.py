@@ -34,21 +34,25 @@ stretched-exponential, lognormal and truncated-power-law tails (:mod:`hmu_diag.f
 """
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from hmu_diag.errors import OptionError
 from hmu_diag.fits._compare import ALTERNATIVES, LikelihoodRatio, compare_tail
-from hmu_diag.fits._ks_scan import ks_argmin, ks_distances
+from hmu_diag.fits._ks_scan import ks_argmins, ks_distances
 from hmu_diag.fits._nelder_mead import nelder_mead_1d
 from hmu_diag.fits._result import FitStatus
 from hmu_diag.fits._truncated import truncated_mle, truncated_stderr
 
 __all__ = [
-    "PowerLawFit", "PowerLawScan", "LikelihoodRatio", "fit_power_law", "fit_power_law_ww", "power_law_scan",
+    "PowerLawFit", "PowerLawScan", "LikelihoodRatio", "fit_power_law", "fit_power_law_many", "fit_power_law_ww",
+    "power_law_scan",
     "esd_peak", "compare_power_law",
 ]
 
@@ -187,6 +191,20 @@ class _Scan:
     sigma: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The options shared by every fit of a batch (validated by :func:`_check_options`)."""
+
+    lo: float
+    hi: float
+    xmin: float | None = None
+    xmax: float | None = None
+    min_tail: int | None = None
+    method: str = "powerlaw"
+    estimator: str = "powerlaw"
+    fix_fingers: str | None = None
+
+
 def _powerlaw_alpha(k, lam, t0, lo, hi, estimator):
     """powerlaw 2.0.0's per-candidate alpha and validity.
 
@@ -222,68 +240,111 @@ def _powerlaw_alpha(k, lam, t0, lo, hi, estimator):
     return alpha, valid
 
 
-def _build_scan(x: np.ndarray, *, method: str, estimator: str, lo: float, hi: float, xmax: float | None,
-                xmin_window: tuple[float, float] | None, min_tail: int | None) -> _Scan | str:
-    """Candidates, their alphas and validity; a string says why there is nothing to scan."""
-    n = x.size
-    lx = np.log(x)
-    # suffix sums of ln x - ln x_0 (subtracting ln x_0 limits cancellation): S[s] = sum_{i >= s}
-    S = np.zeros(n + 1)
-    np.cumsum((lx - lx[0])[::-1], out=S[1:])
-    S = S[::-1]
-    if method == "ww":
-        t, c = lx, np.arange(n, dtype=np.float64)
-        pos = np.arange(n - 1)
-    else:
-        first = np.flatnonzero(np.concatenate(([True], x[1:] != x[:-1])))
-        t, c = lx[first], first.astype(np.float64)
-        if first.size < 4:
-            return f"fewer than 4 distinct values ({first.size}): powerlaw needs 2 x_min candidates"
-        pos = np.arange(first.size - 2)
-    f0 = c[pos].astype(np.intp)
-    k = (n - f0).astype(np.float64)
-    t0 = t[pos]
-    lam = S[f0] - k * (t0 - lx[0])           # sum over the tail of ln(x/x_min)
-    if xmin_window is not None or min_tail is not None:
-        keep = np.ones(pos.size, dtype=bool)
-        if xmin_window is not None:
-            keep &= (x[f0] >= xmin_window[0]) & (x[f0] <= xmin_window[1])
-        if min_tail is not None:
-            keep &= k >= min_tail
-        if not keep.any():
-            return "no x_min candidate satisfies the x_min window / min_tail constraints"
-        pos, f0, k, t0, lam = pos[keep], f0[keep], k[keep], t0[keep], lam[keep]
-    c0 = f0.astype(np.float64)
+def _build_scans(xs: Sequence[np.ndarray], windows: Sequence[tuple[float, float] | None], s: _Settings
+                 ) -> list[_Scan | str]:
+    """The scan of each sorted positive array (at least 2 values; ``windows[i]``: its x_min window or None); a
+    string says why there is nothing to scan.
 
+    All arrays are processed as one batch (stored back to back): every quantity is computed element by element
+    with the operations a single array would get (the suffix sums run array by array), so a scan does not depend
+    on the other arrays.
+    """
+    size_list = [x.size for x in xs]
+    sizes = np.array(size_list)
+    starts = np.array([0, *itertools.accumulate(size_list[:-1])], dtype=np.intp)
+    x = np.concatenate(xs)
+    lx = np.log(x)
+    lx0 = lx[starts]
+    # suffix sums of ln x - ln x_0 (subtracting ln x_0 limits cancellation): S[s] = sum_{i >= s}
+    shifted = lx - np.repeat(lx0, sizes)
+    S = np.empty(x.size)
+    for a, size in zip(starts.tolist(), size_list):
+        S[a:a + size] = np.cumsum(shifted[a:a + size][::-1])[::-1]
+    local = np.arange(x.size) - np.repeat(starts, sizes)               # index inside its own array
+    if s.method == "ww":           # evaluation points: every value; candidates: all but the largest
+        points, counts, spare = np.arange(x.size), sizes, 1
+    else:                          # evaluation points: the distinct values; candidates: all but the two largest
+        new = np.ones(x.size, dtype=bool)
+        np.not_equal(x[1:], x[:-1], out=new[1:])
+        new[starts] = True
+        points = np.flatnonzero(new)
+        counts, spare = np.add.reduceat(new, starts), 2
+    t, c = lx[points], local[points].astype(np.float64)
+    count_list = counts.tolist()
+    point_starts = np.array([0, *itertools.accumulate(count_list[:-1])], dtype=np.intp)
+    owner = np.repeat(np.arange(sizes.size), counts)
+    rank = np.arange(points.size) - point_starts[owner]
+    why: list[str | None] = [None] * sizes.size
+    if s.method != "ww":
+        for i, count in enumerate(count_list):
+            if count < 4:
+                why[i] = f"fewer than 4 distinct values ({count}): powerlaw needs 2 x_min candidates"
+    candidate = rank < counts[owner] - spare
+    candidate &= counts[owner] >= (1 if s.method == "ww" else 4)
+    f0 = c[candidate].astype(np.intp)
+    seg = owner[candidate]
+    pos = rank[candidate]
+    k = (sizes[seg] - f0).astype(np.float64)
+    t0 = t[candidate]
+    lam = S[starts[seg] + f0] - k * (t0 - lx0[seg])          # sum over the tail of ln(x/x_min)
+    if s.min_tail is not None or any(w is not None for w in windows):
+        keep = np.ones(pos.size, dtype=bool)
+        if any(w is not None for w in windows):
+            low, high = (np.array([-np.inf if w is None else w[j] for w in windows]) for j in (0, 1))
+            at = x[starts[seg] + f0]
+            keep &= (at >= low[seg]) & (at <= high[seg])
+        if s.min_tail is not None:
+            keep &= k >= s.min_tail
+        kept = np.bincount(seg[keep], minlength=sizes.size)
+        for i in np.flatnonzero((kept == 0) & (np.bincount(seg, minlength=sizes.size) > 0)).tolist():
+            why[i] = "no x_min candidate satisfies the x_min window / min_tail constraints"
+        seg, pos, f0, k, t0, lam = seg[keep], pos[keep], f0[keep], k[keep], t0[keep], lam[keep]
+    c0 = f0.astype(np.float64)
+    bounds = [0, *itertools.accumulate(np.bincount(seg, minlength=sizes.size).tolist())]
     scale = None
-    if method == "ww":
+    if s.method == "ww":
         with np.errstate(divide="ignore", invalid="ignore"):
             alpha = 1.0 + k / lam
         valid = (alpha > 1) & np.isfinite(alpha)
         sigma = (alpha - 1.0) / np.sqrt(k)
-    elif xmax is not None:
-        L = math.log(xmax) - t0
-        alpha = truncated_mle(lam / k, L)
-        valid = (alpha > lo) & (alpha < hi)
+    elif s.xmax is not None:
+        L = math.log(s.xmax) - t0
+        # array by array: the Newton iteration stops when all of its arguments have converged
+        alpha = np.concatenate([truncated_mle(lam[a:b] / k[a:b], L[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+        valid = (alpha > s.lo) & (alpha < s.hi)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             scale = 1.0 / -np.expm1(-(alpha - 1.0) * L)
             sigma = truncated_stderr(alpha, L, k)
     else:
-        alpha, valid = _powerlaw_alpha(k, lam, t0, lo, hi, estimator)
+        alpha, valid = _powerlaw_alpha(k, lam, t0, s.lo, s.hi, s.estimator)
         sigma = (alpha - 1.0) / np.sqrt(k)
-    return _Scan(t=t, c=c, n=n, pos=pos, t0=t0, c0=c0, k=k, alpha=alpha, valid=valid, scale=scale,
-                 sigma=sigma)
+    scans: list[_Scan | str] = []
+    for i, (a, b, p, count) in enumerate(zip(bounds[:-1], bounds[1:], point_starts.tolist(), count_list)):
+        if why[i] is not None:
+            scans.append(why[i])
+            continue
+        q = p + count
+        scans.append(_Scan(t=t[p:q], c=c[p:q], n=size_list[i], pos=pos[a:b], t0=t0[a:b], c0=c0[a:b],
+                           k=k[a:b], alpha=alpha[a:b], valid=valid[a:b], scale=None if scale is None else scale[a:b],
+                           sigma=sigma[a:b]))
+    return scans
 
 
-def _argmin(scan: _Scan) -> tuple[int, float] | None:
-    """Candidate index and D of the best valid candidate (None if none is valid)."""
-    v = np.flatnonzero(scan.valid)
-    if v.size == 0:
-        return None
-    sc = None if scan.scale is None else scan.scale[v]
-    j, D = ks_argmin(scan.t, scan.c, float(scan.n), scan.pos[v], scan.t0[v], scan.c0[v],
-                     scan.alpha[v] - 1.0, sc)
-    return int(v[j]), D
+def _argmins(scans: Sequence[_Scan]) -> list[tuple[int, float] | None]:
+    """Candidate index and D of the best valid candidate of each scan (None if none is valid); the small scans'
+    KS distances are computed together (:func:`hmu_diag.fits._ks_scan.ks_argmins`)."""
+    valid = [np.flatnonzero(scan.valid) for scan in scans]
+    problems = [(scan.t, scan.c, float(scan.n), scan.pos[v], scan.t0[v], scan.c0[v], scan.alpha[v] - 1.0,
+                 None if scan.scale is None else scan.scale[v]) for scan, v in zip(scans, valid) if v.size]
+    found = iter(ks_argmins(problems))
+    out: list[tuple[int, float] | None] = []
+    for v in valid:
+        if v.size:
+            j, D = next(found)
+            out.append((int(v[j]), D))
+        else:
+            out.append(None)
+    return out
 
 
 def _ww_small_n(x: np.ndarray) -> tuple[float, float, float, float, int] | str:
@@ -299,7 +360,7 @@ def _ww_small_n(x: np.ndarray) -> tuple[float, float, float, float, int] | str:
     k = (n - i).astype(np.float64)
     lx = np.log(x)
     s = np.cumsum(lx[::-1])[::-1][i] - k * lx[i]
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # overflow only left of x_min (masked)
         a = 1.0 + (k - 1.0) / s
         F = 1.0 - (x[None, :] / x[i, None]) ** (1.0 - a[:, None])
     E = (np.arange(n)[None, :] - i[:, None]) / k[:, None]
@@ -374,53 +435,76 @@ def _no_candidate_reason(x: np.ndarray, lo: float, hi: float, truncated: bool) -
     return f"no x_min candidate gives alpha in ({lo:g}, {hi:g})"
 
 
-def _fit_once(x, *, n_dropped, xmin, xmax, lo, hi, xmin_window, min_tail, method, estimator,
-              fix_fingers) -> PowerLawFit:
-    """One fit of sorted positive data (no finger handling, no bootstrap)."""
+def _prepared(x: np.ndarray, n_dropped: int, s: _Settings) -> PowerLawFit | tuple[np.ndarray, dict]:
+    """A fit that needs no x_min scan (a failure, a fixed x_min, WW's small-N rule), or the values to scan and the
+    fields shared by the result."""
     n = x.size
     if n < 2:
-        return _failed(f"fewer than 2 positive finite values ({n})", n, n_dropped, method, fix_fingers)
+        return _failed(f"fewer than 2 positive finite values ({n})", n, n_dropped, s.method, s.fix_fingers)
     if x[0] == x[-1]:
-        return _failed(f"all {n} values are identical ({x[0]:g})", n, n_dropped, method, fix_fingers)
+        return _failed(f"all {n} values are identical ({x[0]:g})", n, n_dropped, s.method, s.fix_fingers)
     if x[-1] <= x[0] * (1.0 + _FLAT_SPREAD):      # any "tail" is rounding noise: alpha would exceed 1/_FLAT_SPREAD
         return _failed(f"all {n} values are identical to within {_FLAT_SPREAD:g} relative (max/min - 1 = "
                        f"{x[-1] / x[0] - 1.0:.1e}): a flat spectrum (e.g. of an orthogonal matrix) has no tail",
-                       n, n_dropped, method, fix_fingers)
-    common = dict(n=n, n_dropped=n_dropped, method=method, fix_fingers=fix_fingers)
-    if xmax is not None:
-        x = x[x <= xmax]
+                       n, n_dropped, s.method, s.fix_fingers)
+    common = dict(n=n, n_dropped=n_dropped, method=s.method, fix_fingers=s.fix_fingers)
+    if s.xmax is not None:
+        x = x[x <= s.xmax]
         if x.size < 2:
-            return _failed(f"fewer than 2 values at or below xmax={xmax:g}", n, n_dropped, method, fix_fingers)
+            return _failed(f"fewer than 2 values at or below xmax={s.xmax:g}", n, n_dropped, s.method, s.fix_fingers)
         common["n"] = x.size
-    upper = float(xmax) if xmax is not None else float(x[-1])
-    if xmin is not None:
-        res = _fixed_xmin_fit(x, float(xmin), xmax, lo, hi, estimator)
+    upper = float(s.xmax) if s.xmax is not None else float(x[-1])
+    if s.xmin is not None:
+        res = _fixed_xmin_fit(x, float(s.xmin), s.xmax, s.lo, s.hi, s.estimator)
         if isinstance(res, str):
-            return _failed(res, x.size, n_dropped, method, fix_fingers)
+            return _failed(res, x.size, n_dropped, s.method, s.fix_fingers)
         alpha, D, sigma, k = res
-        return PowerLawFit(alpha=alpha, xmin=float(xmin), xmax=upper, D=D, sigma=sigma, n_tail=k, raw_alpha=alpha,
-                           n_candidates=1, truncated=xmax is not None, **common)
-    if method == "ww" and n < _WW_SMALL_N:
+        return PowerLawFit(alpha=alpha, xmin=float(s.xmin), xmax=upper, D=D, sigma=sigma, n_tail=k, raw_alpha=alpha,
+                           n_candidates=1, truncated=s.xmax is not None, **common)
+    if s.method == "ww" and n < _WW_SMALL_N:
         res = _ww_small_n(x)
         if isinstance(res, str):
-            return _failed(res, n, n_dropped, method, fix_fingers, n - 1)
+            return _failed(res, n, n_dropped, s.method, s.fix_fingers, n - 1)
         alpha, xm, D, sigma, k = res
         return PowerLawFit(alpha=alpha, xmin=xm, xmax=upper, D=D, sigma=sigma, n_tail=k, raw_alpha=alpha,
                            n_candidates=n - 1, **common)
-    scan = _build_scan(x, method=method, estimator=estimator, lo=lo, hi=hi, xmax=xmax, xmin_window=xmin_window,
-                       min_tail=min_tail)
-    if isinstance(scan, str):
-        return _failed(scan, x.size, n_dropped, method, fix_fingers)
-    best = _argmin(scan)
-    if best is None:
-        return _failed(_no_candidate_reason(x, lo, hi, xmax is not None), x.size, n_dropped, method, fix_fingers,
-                       scan.pos.size)
-    j, D = best
-    alpha = float(scan.alpha[j])
-    xm = float(x[int(scan.c0[j])])
-    n_tail = int(scan.k[j]) if method == "powerlaw" else int(x.size - np.searchsorted(x, xm))
-    return PowerLawFit(alpha=alpha, xmin=xm, xmax=upper, D=D, sigma=float(scan.sigma[j]), n_tail=n_tail,
-                       raw_alpha=alpha, n_candidates=int(scan.pos.size), truncated=xmax is not None, **common)
+    return x, dict(common, xmax=upper)
+
+
+def _fit_sorted(items: Sequence[tuple[np.ndarray, int, tuple[float, float] | None]], s: _Settings
+                ) -> list[PowerLawFit]:
+    """One fit (no finger handling, no bootstrap) per ``(sorted positive values, n_dropped, x_min window)``; the
+    x_min scans of all of them run as one batch (:func:`_build_scans`, :func:`_argmins`), each result the same as
+    alone."""
+    out: list[PowerLawFit | None] = [None] * len(items)
+    todo = []                                     # (slot, values to scan, common fields, window)
+    for i, (x, n_dropped, window) in enumerate(items):
+        prepared = _prepared(x, n_dropped, s)
+        if isinstance(prepared, PowerLawFit):
+            out[i] = prepared
+        else:
+            todo.append((i, *prepared, window))
+    if not todo:
+        return out  # type: ignore[return-value]
+    scans = _build_scans([x for _, x, _, _ in todo], [w for *_, w in todo], s)
+    ready = [scan for scan in scans if not isinstance(scan, str)]
+    best = iter(_argmins(ready))
+    for (i, x, common, _), scan in zip(todo, scans):
+        if isinstance(scan, str):
+            out[i] = _failed(scan, x.size, common["n_dropped"], s.method, s.fix_fingers)
+            continue
+        found = next(best)
+        if found is None:
+            out[i] = _failed(_no_candidate_reason(x, s.lo, s.hi, s.xmax is not None), x.size, common["n_dropped"],
+                             s.method, s.fix_fingers, scan.pos.size)
+            continue
+        j, D = found
+        alpha = float(scan.alpha[j])
+        xm = float(x[int(scan.c0[j])])
+        n_tail = int(scan.k[j]) if s.method == "powerlaw" else int(x.size - np.searchsorted(x, xm))
+        out[i] = PowerLawFit(alpha=alpha, xmin=xm, D=D, sigma=float(scan.sigma[j]), n_tail=n_tail, raw_alpha=alpha,
+                             n_candidates=int(scan.pos.size), truncated=s.xmax is not None, **common)
+    return out  # type: ignore[return-value]
 
 
 def esd_peak(evals, bins: int = 100) -> float:
@@ -432,19 +516,18 @@ def esd_peak(evals, bins: int = 100) -> float:
     return float(10.0 ** edges[int(np.argmax(h))])
 
 
-def _clip_fingers(x, fit_kw, raw: PowerLawFit, max_fingers: int, finger_thresh: float,
-                  min_alpha: float | None) -> tuple[PowerLawFit, np.ndarray, int]:
+def _clip_fingers(x: np.ndarray, n_dropped: int, s: _Settings, raw: PowerLawFit, max_fingers: int,
+                  finger_thresh: float, min_alpha: float | None) -> tuple[PowerLawFit, np.ndarray, int]:
     """WeightWatcher's ``fix_fingers='clip_xmax'`` (RMT_Util.fit_clipped_powerlaw, 0.7.7).
 
     Refit without the top idx values for idx = 2 .. max_fingers-1 (dropping a single value is never
     tried); accept the first refit whose alpha is below raw_alpha - finger_thresh; stop early once a
     refit has alpha <= min_alpha.  WW reports ``num_fingers = idx - 1``; we report idx, the number of
-    values actually removed.
+    values actually removed.  The refits run as one batch; they are read in WW's order.
     """
-    for idx in range(2, max_fingers):
-        if x.size - idx < 2:
-            break
-        fit = _fit_once(x[:-idx], **fit_kw)
+    removals = [idx for idx in range(2, max_fingers) if x.size - idx >= 2]
+    refits = _fit_sorted([(x[:-idx], n_dropped, None) for idx in removals], s) if removals else []
+    for idx, fit in zip(removals, refits):
         if not fit.ok:
             break
         if fit.alpha + finger_thresh < raw.alpha:
@@ -468,10 +551,20 @@ def _sample_model(rng: np.random.Generator, fit: PowerLawFit, x: np.ndarray) -> 
     return np.sort(np.concatenate([tail, rng.choice(body, n - n_tail)]) if n_tail < n else tail)
 
 
-def _bootstrap_p(fit: PowerLawFit, x: np.ndarray, fit_kw: dict, n_boot: int, seed: int) -> float:
-    """Fraction of replicates whose refitted D (same x_min procedure) is >= the observed D."""
+#: bootstrap replicates fitted per batch (bounds the memory of a batch to this many replicates)
+_BOOT_BATCH = 64
+
+
+def _bootstrap_p(fit: PowerLawFit, x: np.ndarray, n_dropped: int, window: tuple[float, float] | None,
+                 s: _Settings, n_boot: int, seed: int) -> float:
+    """Fraction of replicates whose refitted D (same x_min procedure) is >= the observed D.  The replicates are
+    drawn one after another from one generator and refitted in batches of ``_BOOT_BATCH``."""
     rng = np.random.default_rng(seed)
-    Ds = np.array([_fit_once(_sample_model(rng, fit, x), **fit_kw).D for _ in range(n_boot)])
+    Ds = []
+    for start in range(0, n_boot, _BOOT_BATCH):
+        replicates = [_sample_model(rng, fit, x) for _ in range(min(_BOOT_BATCH, n_boot - start))]
+        Ds.extend(refit.D for refit in _fit_sorted([(r, n_dropped, window) for r in replicates], s))
+    Ds = np.array(Ds)
     Ds = Ds[~np.isnan(Ds)]
     return float(np.mean(Ds >= fit.D)) if Ds.size else math.nan
 
@@ -535,24 +628,52 @@ def fit_power_law(
     estimator : {"powerlaw", "mle"}
         ``"powerlaw"``: powerlaw 2.0.0's Nelder-Mead outside (1.5, 3]; ``"mle"``: exact closed form.
     """
+    return _fit_all([evals], xmin=xmin, xmax=xmax, fix_fingers=fix_fingers, alpha_range=alpha_range,
+                    xmin_range=xmin_range, min_tail=min_tail, n_boot=n_boot, seed=seed, method=method,
+                    estimator=estimator, max_fingers=max_fingers, finger_thresh=finger_thresh, min_alpha=min_alpha,
+                    peak_window=peak_window)[0]
+
+
+def fit_power_law_many(evals_list: Sequence, **options: Any) -> list[PowerLawFit]:
+    """:func:`fit_power_law` of each array of ``evals_list`` with the same ``options`` (its keyword arguments).
+
+    The x_min scans of all arrays run as one batch of array operations - a small spectrum's fit costs numpy's
+    per-call overhead, so the layers of a model fitted together cost little more than one - and each fit is the
+    same, bit for bit, as ``fit_power_law(evals, **options)`` alone.
+    """
+    bound = inspect.signature(fit_power_law).bind(None, **options)
+    bound.apply_defaults()
+    del bound.arguments["evals"]
+    return _fit_all(list(evals_list), **bound.arguments)
+
+
+def _fit_all(evals_list: list, *, xmin, xmax, fix_fingers, alpha_range, xmin_range, min_tail, n_boot, seed, method,
+             estimator, max_fingers, finger_thresh, min_alpha, peak_window) -> list[PowerLawFit]:
+    """:func:`fit_power_law_many` with every option given."""
     lo, hi = _check_options(alpha_range, xmin, xmax, xmin_range, min_tail, fix_fingers, method, estimator)
     if int(n_boot) != n_boot or n_boot < 0:
         raise OptionError(f"n_boot={n_boot!r}: must be a non-negative integer")
-    x, n_dropped = _clean(evals)
-    window = None if xmin_range is None else (float(xmin_range[0]), float(xmin_range[1]))
-    if fix_fingers == "xmin_peak" and x.size:
-        p = esd_peak(x)
-        window = (peak_window[0] * p, peak_window[1] * p)
-    fit_kw = dict(n_dropped=n_dropped, xmin=xmin, xmax=xmax, lo=lo, hi=hi, xmin_window=window, min_tail=min_tail,
-                  method=method, estimator=estimator, fix_fingers=fix_fingers)
-    fit = _fit_once(x, **fit_kw)
-    if fit.ok and fix_fingers == "clip_xmax":
-        raw_alpha = fit.alpha
-        fit, x, removed = _clip_fingers(x, fit_kw, fit, max_fingers, finger_thresh, min_alpha)
-        fit = replace(fit, raw_alpha=raw_alpha, num_fingers=removed)
-    if fit.ok and n_boot:
-        fit = replace(fit, p_value=_bootstrap_p(fit, x if xmax is None else x[x <= xmax], fit_kw, int(n_boot), seed))
-    return fit
+    settings = _Settings(lo=lo, hi=hi, xmin=xmin, xmax=xmax, min_tail=min_tail, method=method, estimator=estimator,
+                         fix_fingers=fix_fingers)
+    items = []
+    for evals in evals_list:
+        x, n_dropped = _clean(evals)
+        window = None if xmin_range is None else (float(xmin_range[0]), float(xmin_range[1]))
+        if fix_fingers == "xmin_peak" and x.size:
+            p = esd_peak(x)
+            window = (peak_window[0] * p, peak_window[1] * p)
+        items.append((x, n_dropped, window))
+    fits = _fit_sorted(items, settings)
+    for i, ((x, n_dropped, window), fit) in enumerate(zip(items, fits)):
+        if fit.ok and fix_fingers == "clip_xmax":
+            raw_alpha = fit.alpha
+            fit, x, removed = _clip_fingers(x, n_dropped, settings, fit, max_fingers, finger_thresh, min_alpha)
+            fit = replace(fit, raw_alpha=raw_alpha, num_fingers=removed)
+        if fit.ok and n_boot:
+            fit = replace(fit, p_value=_bootstrap_p(fit, x if xmax is None else x[x <= xmax], n_dropped, window,
+                                                    settings, int(n_boot), seed))
+        fits[i] = fit
+    return fits
 
 
 def fit_power_law_ww(evals, *, fix_fingers: Literal["clip_xmax"] | None = None, max_fingers: int = 10,
@@ -590,8 +711,8 @@ def power_law_scan(
     if x.size < 2 or x[0] == x[-1]:
         raise OptionError(f"power_law_scan: need at least 2 distinct positive finite values (got {x.size})")
     window = None if xmin_range is None else (float(xmin_range[0]), float(xmin_range[1]))
-    scan = _build_scan(x, method=method, estimator=estimator, lo=lo, hi=hi, xmax=xmax, xmin_window=window,
-                       min_tail=min_tail)
+    scan = _build_scans([x], [window], _Settings(lo=lo, hi=hi, xmax=xmax, min_tail=min_tail, method=method,
+                                                 estimator=estimator))[0]
     if isinstance(scan, str):
         raise OptionError(f"power_law_scan: {scan}")
     with np.errstate(invalid="ignore", over="ignore"):
