@@ -144,6 +144,7 @@ def log_stat_mp(gamma: float, n: int) -> float:
 
 #: log kappa grid (12 points per decade) on which the moment laws are tabulated to bracket and solve roots
 _U_GRID = np.linspace(math.log(KAPPA_MIN), math.log(KAPPA_SEARCH_MAX), 121)
+_U_STEP = float(_U_GRID[1] - _U_GRID[0])
 
 
 def _table_rows(pairs: list[tuple[float, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -182,33 +183,38 @@ def _roots_decreasing(g: np.ndarray, sd: np.ndarray, stats: np.ndarray, z: float
     c = np.array([0.0, -z, z])
     vals = (g[:, None, :] + c[None, :, None] * sd[:, None, :]) - stats[:, None, None]     # (rows, 3, grid)
     vals[:, 0, :] = g - stats[:, None]                    # the point estimate: g_n - stat exactly
-    last = _U_GRID.size - 1
-    h = float(_U_GRID[1] - _U_GRID[0])
+    grid = _U_GRID.size
+    vals = vals.reshape(-1, grid)                         # one function per row from here on
     below = vals <= 0
     k = below.argmax(axis=-1)                             # first grid point past the root
-    crossed = below.any(axis=-1)
-    first = np.clip(k - 2, 0, last - 3)                   # cubic stencil first..first+3
-    f0, f1, f2, f3 = np.moveaxis(np.take_along_axis(vals, first[..., None] + np.arange(4), axis=-1), -1, 0)
+    base = np.arange(k.size) * grid
+    crossed = below.ravel()[base + k]                     # argmax is 0 when nothing is below
+    first = np.minimum(np.maximum(k - 2, 0), grid - 4)    # cubic stencil first..first+3
+    f0, f1, f2, f3 = vals.ravel()[(base + first)[:, None] + np.arange(4)].T
     d1, c2, c3 = f1 - f0, (f2 - 2 * f1 + f0) / 2, (f3 - 3 * f2 + 3 * f1 - f0) / 6
     a, b = (k - 1 - first).astype(np.float64), (k - first).astype(np.float64)     # bracket in r
-    ends = np.take_along_axis(np.stack([f0, f1, f2, f3], axis=-1),
-                              np.clip(np.stack([k - 1 - first, k - first], axis=-1), 0, 3), axis=-1)
-    fa, fb = ends[..., 0], ends[..., 1]
+    stencil = np.stack([f0, f1, f2, f3], axis=-1).ravel()
+    fa = stencil[4 * np.arange(k.size) + np.minimum(np.maximum(k - 1 - first, 0), 3)]
+    fb = stencil[4 * np.arange(k.size) + np.minimum(np.maximum(k - first, 0), 3)]
     # in a bracket fa > 0 >= fb throughout (halving keeps the signs), so fa - fb > 0; rows without a bracket
     # (no crossing, or at the grid's first point) compute garbage that is replaced below
-    side = np.zeros(k.shape)
+    previous = np.zeros(k.size, dtype=np.int8)           # +1: the last step moved a up, -1: b down, 0: none yet
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for _ in range(4):
             m = np.minimum(np.maximum(a + (b - a) * fa / (fa - fb), a), b)
             fm = f0 + m * (d1 + (m - 1) * (c2 + (m - 2) * c3))                   # the cubic at m
             up = fm > 0                                   # the root lies above m
-            fb = np.where(up & (side > 0), fb * 0.5, fb)  # Illinois: both ends must move
-            fa = np.where(up, fm, np.where(side < 0, fa * 0.5, fa))
-            a, b, fb = np.where(up, m, a), np.where(up, b, m), np.where(up, fb, fm)
-            side = np.where(up, 1.0, -1.0)
+            down = ~up
+            fb[up & (previous > 0)] *= 0.5                # Illinois: an end that stays twice in a row is halved
+            fa[down & (previous < 0)] *= 0.5
+            np.copyto(a, m, where=up)
+            np.copyto(fa, fm, where=up)
+            np.copyto(b, m, where=down)
+            np.copyto(fb, fm, where=down)
+            previous = up.astype(np.int8) * 2 - 1
         r = a + (b - a) * fa / (fa - fb)
-    roots = np.exp(_U_GRID[first] + h * r)
-    return np.where(~crossed, math.inf, np.where(k == 0, KAPPA_MIN, roots))
+    roots = np.exp(_U_GRID[first] + _U_STEP * r)
+    return np.where(~crossed, math.inf, np.where(k == 0, KAPPA_MIN, roots)).reshape(-1, 3)
 
 
 def _ratio_mean(kappa, gamma: float, n: int) -> np.ndarray:

@@ -28,7 +28,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-_BLOCK = 1 << 17          # elements per block of the exact scan (1 MiB per float64 temporary)
+#: elements per block of the exact scan: 128 KiB per float64 temporary, so that a block's temporaries stay in the
+#: L2 cache (1 MiB blocks made MobileNetV2's 72 power-law fits 40% slower: 8.2 vs 5.9 ms)
+_BLOCK = 1 << 14
 _DIRECT = 1 << 15         # below this many tail elements in total, skip pruning
 _LEVELS = (16, 64, 256, 1024)  # sample sizes of the successive lower bounds
 _INCUMBENTS = 4

@@ -48,12 +48,12 @@ _LOADED: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
 
 def _table() -> tuple[np.ndarray, np.ndarray] | None:
     """(log quantiles of the gamma rows, shape (len(V_GAMMA), len(LOG10_KAPPA), len(LEVELS)); the gamma = 1 row,
-    shape (len(LOG10_KAPPA), len(LEVELS))), or None when the table file is missing.  Read once per process (3.6 MB,
-    ~10 ms), like an import: kept apart from the per-analysis lru caches."""
+    shape (len(LOG10_KAPPA), len(LEVELS))), or None when the table file is missing.  Read once per process (3.6 MB on
+    disk, 7 MB in memory, ~10 ms), like an import: kept apart from the per-analysis lru caches."""
     if "table" not in _LOADED:
         if TABLE_PATH.exists():
-            with np.load(TABLE_PATH) as data:
-                _LOADED["table"] = (data["log_q"].astype(np.float32), data["log_q_square"].astype(np.float32))
+            with np.load(TABLE_PATH) as data:     # float32 on disk; float64 here, the type the weights combine in
+                _LOADED["table"] = (data["log_q"].astype(np.float64), data["log_q_square"].astype(np.float64))
         else:
             _LOADED["table"] = None
     return _LOADED["table"]
@@ -69,10 +69,14 @@ def _stencils(values: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.nda
     inside = (values >= lo) & (values <= hi)
     step = (hi - lo) / (nodes.size - 1)
     pos = np.where(inside, (values - lo) / step, 0.0)
-    first = np.clip(np.floor(pos).astype(np.intp) - 1, 0, nodes.size - 4)
+    first = np.minimum(np.maximum(pos.astype(np.intp) - 1, 0), nodes.size - 4)     # pos >= 0: truncation = floor
     r = pos - first
-    weights = np.stack([-(r - 1) * (r - 2) * (r - 3) / 6, r * (r - 2) * (r - 3) / 2, -r * (r - 1) * (r - 3) / 2,
-                        r * (r - 1) * (r - 2) / 6], axis=-1)
+    r1, r2, r3 = r - 1, r - 2, r - 3
+    weights = np.empty(r.shape + (4,))
+    weights[..., 0] = -r1 * r2 * r3 / 6
+    weights[..., 1] = r * r2 * r3 / 2
+    weights[..., 2] = -r * r1 * r3 / 2
+    weights[..., 3] = r * r1 * r2 / 6
     return inside, first, weights
 
 
@@ -114,10 +118,10 @@ def cdf_sf_many(x: np.ndarray, gammas, kappas) -> tuple[np.ndarray, np.ndarray, 
     if rows.any():                        # sum over the 4 x 4 nodes of w_gamma[i] w_kappa[j] log_q[i, j]
         nodes = table[0][g0[rows][:, None, None] + four[None, :, None], k0[rows][:, None, None] + four[None, None, :]]
         weights = (wg[rows][:, :, None] * wk[rows][:, None, :]).reshape(-1, 1, 16)
-        log_q[rows] = np.matmul(weights, nodes.reshape(weights.shape[0], 16, -1).astype(np.float64))[:, 0, :]
+        log_q[rows] = np.matmul(weights, nodes.reshape(weights.shape[0], 16, -1))[:, 0, :]
     rows = usable & square
     if rows.any():
-        nodes = table[1][k0[rows][:, None] + four[None, :]].astype(np.float64)
+        nodes = table[1][k0[rows][:, None] + four[None, :]]
         log_q[rows] = np.matmul(wk[rows][:, None, :], nodes)[:, 0, :]
     complete = usable & np.isfinite(log_q).all(axis=1)
     # rows with every level: clamping beyond +-16 (expit(-16) ~ 1e-7) is always within _CLAMP_TOL
