@@ -220,13 +220,9 @@ def compute_spectra(source: Any, *, trust_pickle: bool = False, **options: Any) 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows → DataFrame with the identity, metric and HTMP columns first, in one stable order (cached rows are
     stored with sorted keys, so the order must not depend on the rows)."""
-    frame = pd.DataFrame(rows)
-    for column in IDENTITY_COLUMNS:
-        if column not in frame:
-            frame[column] = pd.Series(dtype=object)
-    known = [c for c in IDENTITY_COLUMNS + COLUMN_ORDER + list(HTMP_COLUMNS) if c in frame]
-    known = list(dict.fromkeys(IDENTITY_COLUMNS + known))
-    return frame[known + [c for c in frame.columns if c not in known]]
+    present = dict.fromkeys(key for row in rows for key in row)
+    known = [c for c in COLUMN_ORDER + list(HTMP_COLUMNS) if c in present]
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(IDENTITY_COLUMNS + known + list(present))))
 
 
 def analyze(source: Any, *, conv: str = "flat", min_evals: int = 10, layers: str | None = None,

@@ -70,6 +70,7 @@ Notes:
 """
 from __future__ import annotations
 
+import math
 import re
 import weakref
 from collections.abc import Iterable, Iterator
@@ -174,7 +175,7 @@ def _has_nonfinite(t: torch.Tensor) -> bool:
     overflows is settled by the exact elementwise check, so the answer is always exact.  The sum runs in the
     tensor's own dtype (no converted copy) over 4M-entry chunks, and no full-size bool mask is allocated for the
     common all-finite case."""
-    if all(bool(torch.isfinite(c.sum())) for c in t.detach().reshape(-1).split(1 << 22)):
+    if all(math.isfinite(c.sum().item()) for c in t.detach().reshape(-1).split(1 << 22)):
         return False
     return not bool(torch.isfinite(t).all())
 
