@@ -240,3 +240,16 @@ def test_batched_power_law_fits_never_raise_and_equal_the_fits_alone(batch, opti
             assert same_fit(fit, fit_power_law(data, **options))
             if not options:
                 check_contract(fit, data)
+
+
+@FIT_SETTINGS
+@given(any_floats)
+def test_positive_sorted_is_the_sorted_positive_finite_values(data):
+    """The values every fit starts from (hmu_diag.fits._values.positive_sorted), for any array and for it sorted
+    (the fast path that returns a spectrum as it is): the sorted positive finite entries and the count of the rest."""
+    from hmu_diag.fits._values import positive_sorted
+    for values in (data, np.sort(data), np.sort(data)[::-1]):
+        keep = np.isfinite(values) & (values > 0)
+        x, dropped = positive_sorted(values)
+        np.testing.assert_array_equal(x, np.sort(values[keep]))
+        assert dropped == values.size - keep.sum() and x.dtype == np.float64

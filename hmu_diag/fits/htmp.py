@@ -420,7 +420,7 @@ def _fit_batch(batch: list[tuple[int, np.ndarray, float, int]], orientation: str
     for i, x, g, n_dropped in batch:
         n_per = per_matrix_count(x.size, n_dropped, n_matrices[i])
         for side in sides:
-            series.append(x if side == "direct" else np.sort(1.0 / x))
+            series.append(x if side == "direct" else (1.0 / x)[::-1])     # x ascending: 1/x descending
             gammas.append(g)
             n_pers.append(n_per)
     ones = _fit_orientations(series, np.array(gammas), np.array(n_pers), spikes=spikes, alpha=alpha, level=level,

@@ -38,6 +38,7 @@ from scipy import special
 from hmu_diag.errors import OptionError
 from hmu_diag.fits._batch import RowCache, Segments
 from hmu_diag.fits._result import FitStatus
+from hmu_diag.fits._values import positive_sorted
 from hmu_diag.htmp._checks import check_gamma
 from hmu_diag.htmp.mp import probability_rows
 
@@ -90,11 +91,9 @@ class MPFit(FitStatus):
 def clean_evals(evals, where: str) -> tuple[np.ndarray, int]:
     """Sorted positive finite values of ``evals`` (float64) and how many others were dropped."""
     try:
-        x = np.asarray(evals, dtype=np.float64).ravel()
+        return positive_sorted(evals)
     except (TypeError, ValueError):
         raise OptionError(f"{where}: evals must be an array of real numbers, got {type(evals).__name__}") from None
-    keep = np.isfinite(x) & (x > 0)
-    return np.sort(x[keep]), int(x.size - keep.sum())
 
 
 @functools.lru_cache(maxsize=64)

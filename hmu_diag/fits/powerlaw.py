@@ -49,6 +49,7 @@ from hmu_diag.fits._ks_scan import ks_argmins, ks_distances
 from hmu_diag.fits._nelder_mead import nelder_mead_1d
 from hmu_diag.fits._result import FitStatus
 from hmu_diag.fits._truncated import truncated_mle, truncated_stderr
+from hmu_diag.fits._values import positive_sorted
 
 __all__ = [
     "PowerLawFit", "PowerLawScan", "LikelihoodRatio", "fit_power_law", "fit_power_law_many", "fit_power_law_ww",
@@ -128,11 +129,6 @@ class PowerLawScan:
 # --------------------------------------------------------------------------------------------- input
 
 
-def _clean(evals) -> tuple[np.ndarray, int]:
-    """Sorted positive finite float64 values and the number of values dropped."""
-    x = np.asarray(evals, dtype=np.float64).ravel()
-    keep = np.isfinite(x) & (x > 0)
-    return np.sort(x[keep]), int(x.size - np.count_nonzero(keep))
 
 
 def _check_options(alpha_range, xmin, xmax, xmin_range, min_tail, fix_fingers, method, estimator):
@@ -509,7 +505,7 @@ def _fit_sorted(items: Sequence[tuple[np.ndarray, int, tuple[float, float] | Non
 
 def esd_peak(evals, bins: int = 100) -> float:
     """WeightWatcher's ESD peak: 10 ** (left edge of the fullest of ``bins`` equal bins of log10(evals > 0))."""
-    x, _ = _clean(evals)
+    x, _ = positive_sorted(evals)
     if x.size == 0:
         return math.nan
     h, edges = np.histogram(np.log10(x), bins=bins)
@@ -657,7 +653,7 @@ def _fit_all(evals_list: list, *, xmin, xmax, fix_fingers, alpha_range, xmin_ran
                          fix_fingers=fix_fingers)
     items = []
     for evals in evals_list:
-        x, n_dropped = _clean(evals)
+        x, n_dropped = positive_sorted(evals)
         window = None if xmin_range is None else (float(xmin_range[0]), float(xmin_range[1]))
         if fix_fingers == "xmin_peak" and x.size:
             p = esd_peak(x)
@@ -705,7 +701,7 @@ def power_law_scan(
     Raises :class:`~hmu_diag.errors.OptionError` when there is nothing to scan.
     """
     lo, hi = _check_options(alpha_range, None, xmax, xmin_range, min_tail, None, method, estimator)
-    x, _ = _clean(evals)
+    x, _ = positive_sorted(evals)
     if xmax is not None:
         x = x[x <= xmax]
     if x.size < 2 or x[0] == x[-1]:
@@ -743,6 +739,6 @@ def compare_power_law(
         raise OptionError(f"compare_power_law: the power-law fit {fit.status}")
     if fit.truncated:
         raise OptionError("compare_power_law: needs an untruncated fit (xmax=None)")
-    x, _ = _clean(evals)
+    x, _ = positive_sorted(evals)
     tail = x[(x >= fit.xmin) & (x <= fit.xmax)]
     return {alt: compare_tail(tail, fit.xmin, fit.alpha, alt, level) for alt in alternatives}
