@@ -43,7 +43,7 @@ from hmu_diag.fits.mp import fit_mp_many
 from hmu_diag.fits.phase import UNDETERMINED, classify_phase
 from hmu_diag.fits.powerlaw import PowerLawFit, fit_power_law_many
 
-__all__ = ["COLUMNS", "htmp_metrics", "htmp_metrics_many"]
+__all__ = ["COLUMNS", "htmp_metrics", "htmp_metrics_many", "lower_tail_input"]
 
 COLUMNS = ("htmp_kappa", "htmp_kappa_lo", "htmp_kappa_hi", "htmp_scale", "htmp_orientation", "htmp_delta", "htmp_D",
            "mp_D", "mp_scale", "mp_bulk_max", "mp_num_spikes", "htmp_pred_alpha", "htmp_pred_lower_exp",
@@ -85,11 +85,14 @@ _DATA_ERRORS = (HmuDiagError, ValueError, TypeError, ArithmeticError)
 def htmp_metrics_many(evals_list: Sequence, gammas: Sequence[float], *, alphas: Sequence[float] | None = None,
                       rank_losses: Sequence[int] | None = None, n_matrices: Sequence[int] | None = None,
                       seed: int = 0, orientation: str = "auto", ci: str = "asymptotic", spikes: bool = True,
-                      lower_tail: bool = True, n_boot: int = 0) -> list[dict]:
+                      lower_tail: bool = True, n_boot: int = 0,
+                      lower_fits: Sequence[PowerLawFit | None] | None = None) -> list[dict]:
     """:func:`htmp_metrics` of many spectra (per-spectrum ``alphas``, ``rank_losses``, ``n_matrices``; defaults NaN,
     0, 1): the HTMP fits of all of them run as one batch (:func:`hmu_diag.fits.htmp.fit_many`).  Each row equals the
     one :func:`htmp_metrics` gives alone: a spectrum that makes the batch raise is refitted on its own, so it gets
-    its own failure row and the others are unaffected.
+    its own failure row and the others are unaffected.  ``lower_fits``: the power-law fits of the spectra's
+    :func:`lower_tail_input` (None where that is None) when the caller has fitted them already, e.g. in one batch
+    with other power-law fits; fitted here otherwise (when ``lower_tail``).
     """
     count = len(evals_list)
     alphas = [math.nan] * count if alphas is None else list(alphas)
@@ -122,7 +125,14 @@ def htmp_metrics_many(evals_list: Sequence, gammas: Sequence[float], *, alphas: 
                 fits.extend(fit_laws([i]))
             except _DATA_ERRORS as exc:
                 fits.append(exc)
-    lower = _lower_tail_fits(xs, n_boot=n_boot, seed=seed) if lower_tail else {}
+    if not lower_tail:
+        lower = {}
+    elif lower_fits is not None:
+        lower = dict(enumerate(lower_fits))
+    else:
+        inputs = {i: lower_tail_input(x) for i, x in xs.items()}
+        inputs = {i: x for i, x in inputs.items() if x is not None}
+        lower = dict(zip(inputs, fit_power_law_many(list(inputs.values()), n_boot=n_boot, seed=seed)))
     for i, fitted in zip(ok, fits):
         if isinstance(fitted, Exception):
             rows[i] = _empty(failed_status(type(fitted).__name__, str(fitted)))
@@ -131,15 +141,11 @@ def htmp_metrics_many(evals_list: Sequence, gammas: Sequence[float], *, alphas: 
     return rows
 
 
-def _lower_tail_fits(xs: dict[int, np.ndarray], *, n_boot: int, seed: int) -> dict[int, PowerLawFit]:
-    """The power-law fit of 1/lambda of each spectrum with at least 10 positive values, all in one batch
-    (:func:`hmu_diag.fits.powerlaw.fit_power_law_many`)."""
-    inverses = {}
-    for i, x in xs.items():
-        pos = x[np.isfinite(x) & (x > 0)]
-        if pos.size >= 10:
-            inverses[i] = 1.0 / pos[::-1]
-    return dict(zip(inverses, fit_power_law_many(list(inverses.values()), n_boot=n_boot, seed=seed)))
+def lower_tail_input(evals: np.ndarray) -> np.ndarray | None:
+    """What the lower-tail power-law fit is fitted to: 1/lambda of the positive finite eigenvalues (reversed, so
+    ascending when they ascend), or None when there are fewer than 10 of them."""
+    pos = evals[np.isfinite(evals) & (evals > 0)]
+    return 1.0 / pos[::-1] if pos.size >= 10 else None
 
 
 def _columns(x: np.ndarray, mp, ht, pl: PowerLawFit | None, *, alpha: float, rank_loss: int) -> dict:

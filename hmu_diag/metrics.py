@@ -122,9 +122,16 @@ def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fing
     :func:`hmu_diag.fits.htmp.fit`; ``n_boot`` and ``seed`` to :func:`hmu_diag.fit_power_law` (bootstrap
     ``p_value``; 0: NaN).
     """
+    from .htmp_metrics import htmp_metrics_many, lower_tail_input
     evals_sorted = [np.sort(np.asarray(spectrum.evals, dtype=np.float64)) for spectrum in spectra]
     fit_inputs = [evals[evals > spectrum.zero_tol] for evals, spectrum in zip(evals_sorted, spectra)]
-    fits = fit_power_law_many(fit_inputs, xmax=xmax, fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
+    exact = [i for i, s in enumerate(spectra) if s.method == "exact"] if htmp else []
+    # the lower-tail fits of the HTMP columns take the same options when xmax and fix_fingers are off: one batch
+    lower_inputs = [lower_tail_input(fit_inputs[i]) for i in exact] if xmax is None and fix_fingers is None else []
+    fitted = fit_power_law_many(fit_inputs + [x for x in lower_inputs if x is not None], xmax=xmax,
+                                fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
+    fits, extra = fitted[:len(fit_inputs)], iter(fitted[len(fit_inputs):])
+    lower_fits = [None if x is None else next(extra) for x in lower_inputs] if lower_inputs else None
     rows, alphas = [], []
     for spectrum, evals, fit_input, fit in zip(spectra, evals_sorted, fit_inputs, fits):
         partial = spectrum.method != "exact"
@@ -146,14 +153,12 @@ def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fing
                                   "eigenvalue")
         rows.append(row)
         alphas.append(fit.alpha)
-    exact = [i for i, s in enumerate(spectra) if s.method == "exact"]
-    if htmp and exact:
-        from .htmp_metrics import htmp_metrics_many
+    if exact:
         columns = htmp_metrics_many([fit_inputs[i] for i in exact], [spectra[i].M / spectra[i].N for i in exact],
                                     alphas=[alphas[i] for i in exact],
                                     rank_losses=[rows[i]["rank_loss"] for i in exact],
                                     n_matrices=[spectra[i].n_matrices for i in exact], orientation=htmp_orientation,
-                                    seed=seed, n_boot=n_boot)
+                                    seed=seed, n_boot=n_boot, lower_fits=lower_fits)
         for i, extra in zip(exact, columns):
             rows[i].update(extra)
     return rows
