@@ -126,7 +126,10 @@ def cdf_sf_many(x: np.ndarray, gammas, kappas) -> tuple[np.ndarray, np.ndarray, 
     complete = usable & np.isfinite(log_q).all(axis=1)
     # rows with every level: clamping beyond +-16 (expit(-16) ~ 1e-7) is always within _CLAMP_TOL
     z = np.full(x.shape, np.nan)
-    curves = np.maximum.accumulate(log_q[complete], axis=1)
+    curves = log_q[complete]
+    falling = ~(np.diff(curves, axis=1) >= 0).all(axis=1)      # the running maximum changes only these rows
+    if falling.any():
+        curves[falling] = np.maximum.accumulate(curves[falling], axis=1)
     for i, curve in zip(np.flatnonzero(complete).tolist(), curves):
         z[i] = np.interp(np.log(x[i]), curve, LEVELS)
     F[complete], Q[complete], ok[complete] = sp.expit(z[complete]), sp.expit(-z[complete]), True
