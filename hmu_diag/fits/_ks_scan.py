@@ -36,6 +36,24 @@ _LEVELS = (16, 64, 256, 1024)  # sample sizes of the successive lower bounds
 _INCUMBENTS = 4
 
 
+def _gaps(T: np.ndarray, C: np.ndarray, n, t0, c0, b, scale, *, clamp: bool) -> np.ndarray:
+    """|F - E|, the terms of D, at evaluation points with logs T and counts C; the candidate parameters (n, t0, c0,
+    b, scale) broadcast against them.  ``clamp``: both terms are 0 left of a candidate's tail (module docstring);
+    callers that pass tails only may skip it."""
+    F = T - t0
+    if clamp:
+        np.maximum(F, 0.0, out=F)
+    F *= -b
+    np.expm1(F, out=F)
+    F *= -1.0 if scale is None else -scale
+    E = C - c0
+    if clamp:
+        np.maximum(E, 0.0, out=E)
+    E /= n - c0
+    F -= E
+    return np.abs(F, out=F)
+
+
 def _rows(t: np.ndarray, c: np.ndarray, n: float, cols: np.ndarray, t0: np.ndarray, c0: np.ndarray,
           b: np.ndarray, scale: np.ndarray | None, argmax: bool = False):
     """max_m |F - E| for each candidate ("row") over the given column indices.
@@ -45,16 +63,7 @@ def _rows(t: np.ndarray, c: np.ndarray, n: float, cols: np.ndarray, t0: np.ndarr
     the layout does not change the result).  With ``argmax=True`` also returns the column index (into ``t``) where
     each row's maximum sits.
     """
-    dt = t[cols] - t0
-    np.maximum(dt, 0.0, out=dt)
-    dt *= -b
-    F = np.expm1(dt, out=dt)
-    F *= -1.0 if scale is None else -scale
-    E = c[cols] - c0
-    np.maximum(E, 0.0, out=E)
-    E /= n - c0
-    F -= E
-    np.abs(F, out=F)
+    F = _gaps(t[cols], c[cols], n, t0, c0, b, scale, clamp=True)
     if not argmax:
         return F.max(axis=0)
     j = F.argmax(axis=0)
@@ -157,16 +166,8 @@ def _direct_distances(problems: list[tuple]) -> list[np.ndarray]:
         w = int(width[order[i]])
         rows = order[i:i + max(1, _BLOCK // w)]
         at = start[rows]
-        # the terms of _rows, row-major (each row one window); m >= pos: the clamps at 0 are identities here
-        F = t_windows[at, :w] - t0[rows, None]
-        F *= -b[rows, None]
-        np.expm1(F, out=F)
-        F *= -1.0 if scale is None else -scale[rows, None]
-        E = c_windows[at, :w] - c0[rows, None]
-        E /= (n[rows] - c0[rows])[:, None]
-        F -= E
-        np.abs(F, out=F)
-        D[rows] = F.max(axis=1)
+        D[rows] = _gaps(t_windows[at, :w], c_windows[at, :w], n[rows, None], t0[rows, None], c0[rows, None],
+                        b[rows, None], None if scale is None else scale[rows, None], clamp=False).max(axis=1)
         i += rows.size
     return np.split(D, np.cumsum(counts)[:-1])
 
