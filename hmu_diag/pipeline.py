@@ -4,6 +4,7 @@ Only this module knows the order of the stages.  :func:`analyze` is the main ent
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator
@@ -87,7 +88,7 @@ class AnalyzeOptions:
 def layer_identity(model: str, lm: LayerMatrix) -> dict[str, Any]:
     """The identity columns of one layer's row."""
     return {"model": model, "layer": lm.layer, "kind": lm.kind, "part": lm.part, "param": lm.param,
-            "shape": "x".join(str(d) for d in lm.shape), "view": lm.view, "source": "weights"}
+            "shape": "x".join(map(str, lm.shape)), "view": lm.view, "source": "weights"}
 
 
 def is_skipped(lm: LayerMatrix) -> bool:
@@ -220,7 +221,7 @@ def compute_spectra(source: Any, *, trust_pickle: bool = False, **options: Any) 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows → DataFrame with the identity, metric and HTMP columns first, in one stable order (cached rows are
     stored with sorted keys, so the order must not depend on the rows)."""
-    present = dict.fromkeys(key for row in rows for key in row)
+    present = dict.fromkeys(itertools.chain.from_iterable(rows))          # every column, in first-seen order
     known = [c for c in COLUMN_ORDER + list(HTMP_COLUMNS) if c in present]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(IDENTITY_COLUMNS + known + list(present))))
 

@@ -133,7 +133,7 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 def _dims(shape: tuple[int, ...]) -> str:
-    return " x ".join(str(s) for s in shape)
+    return " x ".join(map(str, shape))
 
 
 def _skip(record: TensorRecord, reason: str, kind: str = "other", part: str = "", layer: str = "") -> LayerMatrix:
