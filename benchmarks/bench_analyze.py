@@ -16,8 +16,8 @@ share is timed inside the analysis itself, which is immune to that drift: the sp
 (``fit_many`` and ``fit_mp_many``, which a serial analyze() runs once per batch of up to 64 layers) are clocked in the
 same run; the time all HTMP/MP columns add (besides the fits, the lower-tail power-law fits, which run in the batch of
 the layers' power-law fits, ``fit_power_law_many``, and the phase) is the per-round difference of htmp on and off.
-Analyses are timed with the HTMP columns both off and on; every hmu-diag repeat starts with empty caches (``cold``), as a first analysis of a new
-model would.
+Analyses are timed with the HTMP columns both off and on; every hmu-diag repeat starts with empty caches (``cold``),
+as a first analysis of a new model would.
 "bare" is hmu-diag's own spectrum step (one-triangle Gram by BLAS syrk + LAPACK syevd) on the walked matrices;
 ``torch.linalg.eigvalsh(WᵀW)`` of the same matrices is printed beside it.  MobileNetV2's times are ~0.1 s, so use
 ``--repeat 9`` for a stable ratio there.

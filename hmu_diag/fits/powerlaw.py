@@ -129,8 +129,6 @@ class PowerLawScan:
 # --------------------------------------------------------------------------------------------- input
 
 
-
-
 def _check_options(alpha_range, xmin, xmax, xmin_range, min_tail, fix_fingers, method, estimator):
     lo, hi = (float(v) for v in alpha_range)
     if not (1.0 <= lo < hi):
