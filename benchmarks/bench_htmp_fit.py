@@ -79,7 +79,6 @@ def main(repeats: int = 7) -> None:
                   f"phase={htmp_metrics(ev, g, alpha=3.0)['phase']}")
 
 
-
 def size_sweep(repeats: int = 7) -> None:
     """The HTMP + MP columns' cost against the layer's whole spectrum step (hmu-diag's Gram + eigensolver) as the
     layer grows: where the 10% budget holds.  HTMP(kappa = 1.9) layers of shape m x 4m; every step interleaved."""

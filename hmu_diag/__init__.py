@@ -4,8 +4,8 @@ Public API (plain functions returning DataFrames or frozen dataclasses):
 
 - :func:`analyze` — one row of spectral metrics per weight matrix; :func:`summarize` — one row per model;
   :func:`compute_spectra` — the eigenvalues themselves.
-- :func:`fit_power_law` — Clauset-Shalizi-Newman power-law fit (parity with ``powerlaw`` 2.0.0); :func:`fit_power_law_many`
-  — the same fit of many spectra in one batch; :func:`fit_mp`.
+- :func:`fit_power_law` — Clauset-Shalizi-Newman power-law fit (parity with ``powerlaw`` 2.0.0);
+  :func:`fit_power_law_many` — the same fit of many spectra in one batch; :func:`fit_mp`.
 - :mod:`hmu_diag.htmp` — the high-temperature Marchenko-Pastur family (pdf, cdf, sample, fit).
 - :func:`rank`, :func:`compare`, :func:`write_report` — rank models, compare layers, write HTML reports.
 - :func:`jacobian_spectrum`, :func:`layer_jacobian_spectra`, :func:`hessian_spectrum` — spectra from model + data.

@@ -117,10 +117,9 @@ def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fing
 
     The power-law fits of all spectra run as one batch (:func:`hmu_diag.fits.powerlaw.fit_power_law_many`), and so
     do the MP/HTMP columns of all exact spectra (:func:`hmu_diag.htmp_metrics.htmp_metrics_many`): a batch costs
-    little more than one layer.  Each row is
-    the same whatever else is in the batch.  ``htmp_orientation`` ("auto", "direct", "inverse") is passed to
-    :func:`hmu_diag.fits.htmp.fit`; ``n_boot`` and ``seed`` to :func:`hmu_diag.fit_power_law` (bootstrap
-    ``p_value``; 0: NaN).
+    little more than one layer.  Each row is the same whatever else is in the batch.  ``htmp_orientation`` ("auto",
+    "direct", "inverse") is passed to :func:`hmu_diag.fits.htmp.fit`; ``n_boot`` and ``seed`` to
+    :func:`hmu_diag.fit_power_law` (bootstrap ``p_value``; 0: NaN).
     """
     from .htmp_metrics import htmp_metrics_many, lower_tail_input
     evals_sorted = [np.sort(np.asarray(spectrum.evals, dtype=np.float64)) for spectrum in spectra]
@@ -130,8 +129,8 @@ def esd_rows(spectra: Sequence[Spectrum], *, xmax: float | None = None, fix_fing
     lower_inputs = [lower_tail_input(fit_inputs[i]) for i in exact] if xmax is None and fix_fingers is None else []
     fitted = fit_power_law_many(fit_inputs + [x for x in lower_inputs if x is not None], xmax=xmax,
                                 fix_fingers=fix_fingers, n_boot=n_boot, seed=seed)
-    fits, extra = fitted[:len(fit_inputs)], iter(fitted[len(fit_inputs):])
-    lower_fits = [None if x is None else next(extra) for x in lower_inputs] if lower_inputs else None
+    fits, fitted_lower = fitted[:len(fit_inputs)], iter(fitted[len(fit_inputs):])
+    lower_fits = [None if x is None else next(fitted_lower) for x in lower_inputs] if lower_inputs else None
     rows, alphas = [], []
     for spectrum, evals, fit_input, fit in zip(spectra, evals_sorted, fit_inputs, fits):
         partial = spectrum.method != "exact"

@@ -40,10 +40,10 @@ from hmu_diag.fits._batch import RowCache, Segments
 from hmu_diag.fits._result import FitStatus
 from hmu_diag.fits._values import positive_sorted
 from hmu_diag.htmp._checks import check_gamma
-from hmu_diag.htmp.mp import probability_rows
+from hmu_diag.htmp.mp import cdf_sf_rows
 
-__all__ = ["MPFit", "fit_mp", "fit_mp_many", "per_matrix_count", "tw1_quantile", "tw_threshold", "ks_distance", "bins", "binned_loglik",
-           "clean_evals"]
+__all__ = ["MPFit", "fit_mp", "fit_mp_many", "per_matrix_count", "tw1_quantile", "tw_threshold", "ks_distance", "bins",
+           "binned_loglik", "clean_evals"]
 
 _CHIANI_K, _CHIANI_THETA, _CHIANI_SHIFT = 46.446, 0.186054, 9.84801
 _QGRID = 1025          # points of the tabulated MP(gamma, 1) CDF used to invert it
@@ -199,7 +199,7 @@ def _quantile_table_rows(gammas: list[float]) -> list[tuple[np.ndarray, np.ndarr
     root = np.sqrt(np.array(gammas))[:, None]
     lo, hi = (1.0 - root) ** 2, (1.0 + root) ** 2
     grids = 0.5 * (lo + hi) - 0.5 * (hi - lo) * np.cos(np.linspace(0.0, np.pi, _QGRID))
-    values = probability_rows(grids, np.array(gammas), np.ones(len(gammas)))
+    values, _ = cdf_sf_rows(grids, np.array(gammas), np.ones(len(gammas)))
     values.flags.writeable = grids.flags.writeable = False
     return list(zip(values, grids))
 
@@ -269,8 +269,9 @@ def fit_mp_many(evals_list: Sequence, gammas: Sequence[float], *, spikes: bool =
         else:
             batch.append((i, x, g, n_dropped))
     if batch:
-        for (i, *_), result in zip(batch, _fit_mp_batch(batch, spikes=spikes, alpha=alpha, n_matrices=n_matrices,
-                                                       max_iter=max_iter, n_bins=n_bins)):
+        fitted = _fit_mp_batch(batch, spikes=spikes, alpha=alpha, n_matrices=n_matrices, max_iter=max_iter,
+                               n_bins=n_bins)
+        for (i, *_), result in zip(batch, fitted):
             results[i] = result
     return results
 
@@ -313,20 +314,21 @@ def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bo
             q[members] = np.interp(levels[members], *tables[k])
         sum_qx, sum_qq = series.prefix_reduce([q * values, q * q], active, new_bulk)
         scale[active] = sum_qx / sum_qq
-    return _mp_results(batch, series, n_bulk, scale, edge_per_scale, iterations, n_bins)
+    return _mp_results(batch, series, gammas, n_bulk, scale, edge_per_scale, iterations, n_bins)
 
 
-def _mp_results(batch, series: Segments, n_bulk: np.ndarray, scale: np.ndarray, edge_per_scale: np.ndarray,
-                iterations: np.ndarray, n_bins: int) -> list[MPFit]:
+def _mp_results(batch, series: Segments, gammas: np.ndarray, n_bulk: np.ndarray, scale: np.ndarray,
+                edge_per_scale: np.ndarray, iterations: np.ndarray, n_bins: int) -> list[MPFit]:
     """The :class:`MPFit` of each spectrum: edges, spike threshold, and D and the binned log-likelihood of its bulk."""
-    gammas = np.array([g for _, _, g, _ in batch])
     rows = np.arange(len(batch))
     edges, counts, inner = bin_rows(series.values, series.starts, n_bulk, n_bins)
-    cdf = probability_rows(series.values[:, None], series.per_element(gammas, 1.0), series.per_element(scale, 1.0))
+    # the CDF at every element, each its own row under its spectrum's law (the sentinel: a last law, MP(1, 1))
+    cdf, _ = cdf_sf_rows(series.values[:, None], np.append(gammas, 1.0), np.append(scale, 1.0),
+                         law=series.per_element(rows, rows.size))
     # the KS gap at every element (each its own row of ks_rows), then its maximum over each bulk
     gap = ks_rows(cdf, series.position[:, None], series.per_element(n_bulk, 1.0), True)
     D = series.prefix_reduce([gap], rows, n_bulk, np.maximum)[0]
-    loglik = binned_loglik_rows(counts, probability_rows(edges, gammas, scale), inner)
+    loglik = binned_loglik_rows(counts, cdf_sf_rows(edges, gammas, scale)[0], inner)
     root = np.sqrt(gammas)
     out = []
     for row, (_, x, g, n_dropped) in enumerate(batch):

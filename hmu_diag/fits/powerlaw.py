@@ -44,6 +44,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hmu_diag.errors import OptionError
+from hmu_diag.fits._batch import Segments
 from hmu_diag.fits._compare import ALTERNATIVES, LikelihoodRatio, compare_tail
 from hmu_diag.fits._ks_scan import ks_argmins, ks_distances
 from hmu_diag.fits._nelder_mead import nelder_mead_1d
@@ -239,14 +240,14 @@ def _build_scans(xs: Sequence[np.ndarray], windows: Sequence[tuple[float, float]
     """The scan of each sorted positive array (at least 2 values; ``windows[i]``: its x_min window or None); a
     string says why there is nothing to scan.
 
-    All arrays are processed as one batch (stored back to back): every quantity is computed element by element
-    with the operations a single array would get (the suffix sums run array by array), so a scan does not depend
-    on the other arrays.
+    All arrays are processed as one batch (stored back to back, :class:`~hmu_diag.fits._batch.Segments`): every
+    quantity is computed element by element with the operations a single array would get (the suffix sums run array
+    by array), so a scan does not depend on the other arrays.
     """
-    size_list = [x.size for x in xs]
-    sizes = np.array(size_list)
-    starts = np.array([0, *itertools.accumulate(size_list[:-1])], dtype=np.intp)
-    x = np.concatenate(xs)
+    series = Segments(xs)
+    sizes, starts = series.sizes, series.starts
+    size_list = sizes.tolist()
+    x = series.values[:-1]                                              # (without the sentinel)
     lx = np.log(x)
     lx0 = lx[starts]
     # suffix sums of ln x - ln x_0 (subtracting ln x_0 limits cancellation): S[s] = sum_{i >= s}
@@ -254,7 +255,7 @@ def _build_scans(xs: Sequence[np.ndarray], windows: Sequence[tuple[float, float]
     S = np.empty(x.size)
     for a, size in zip(starts.tolist(), size_list):
         S[a:a + size] = np.cumsum(shifted[a:a + size][::-1])[::-1]
-    local = np.arange(x.size) - np.repeat(starts, sizes)               # index inside its own array
+    local = series.position[:-1]                                        # index inside its own array
     if s.method == "ww":           # evaluation points: every value; candidates: all but the largest
         points, counts, spare = np.arange(x.size), sizes, 1
     else:                          # evaluation points: the distinct values; candidates: all but the two largest

@@ -33,8 +33,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy re-export of hmu_diag.fits.htmp.fit / fit_many / HTMPFit (an eager import would be
-    if name in ("fit", "fit_many", "HTMPFit"):                # circular)
+def __getattr__(name: str):  # lazy re-export of hmu_diag.fits.htmp's fit, fit_many, HTMPFit (eager: circular import)
+    if name in ("fit", "fit_many", "HTMPFit"):
         from hmu_diag.fits import htmp as _fits_htmp
         return getattr(_fits_htmp, name)
     raise AttributeError(f"module 'hmu_diag.htmp' has no attribute {name!r}")

@@ -36,7 +36,7 @@ from hmu_diag.htmp._checks import as_points, check_gamma, check_kappa, check_ori
 from hmu_diag.htmp._accuracy import in_fit_mode
 from hmu_diag.htmp._kummer import (INT_GAP, fast_applicable, hyp1f1, log_abs_u2_fast, log_abs_u2_large_t,
                                    log_abs_u2_mpmath)
-from hmu_diag.htmp.mp import mp_cdf, mp_logpdf, mp_moment, mp_sf, probability_rows
+from hmu_diag.htmp.mp import cdf_sf_rows, mp_cdf, mp_logpdf, mp_moment, mp_sf
 
 __all__ = ["KAPPA_MP", "pdf", "logpdf", "cdf", "sf", "stieltjes", "moments", "mean", "var", "params"]
 
@@ -159,9 +159,7 @@ def cdf_sf_many(x: np.ndarray, gammas, kappas, scales) -> tuple[np.ndarray, np.n
     ok = np.zeros(unit.shape[0], dtype=bool)
     mp = kappas >= KAPPA_MP                  # closed form, all together
     if mp.any():
-        ones = np.ones(int(mp.sum()))
-        F[mp], Q[mp] = probability_rows(unit[mp], gammas[mp], ones), probability_rows(unit[mp], gammas[mp], ones,
-                                                                                      upper=True)
+        F[mp], Q[mp] = cdf_sf_rows(unit[mp], gammas[mp], np.ones(int(mp.sum())))
         ok[mp] = True
     if in_fit_mode():
         rows = np.flatnonzero(~mp)

@@ -28,7 +28,7 @@ import numpy as np
 from hmu_diag.errors import OptionError
 from hmu_diag.htmp._checks import as_points, check_gamma, check_scale
 
-__all__ = ["mp_edges", "mp_pdf", "mp_logpdf", "mp_cdf", "mp_sf", "mp_moment", "mp_sample", "probability_rows"]
+__all__ = ["mp_edges", "mp_pdf", "mp_logpdf", "mp_cdf", "mp_sf", "mp_moment", "mp_sample", "cdf_sf_rows"]
 
 
 def mp_edges(gamma: float, scale: float = 1.0) -> tuple[float, float]:
@@ -71,28 +71,33 @@ def _antiderivative(x: np.ndarray, lo, hi) -> np.ndarray:
 _TINY = float(np.finfo(float).tiny)
 
 
-def probability_rows(x: np.ndarray, gammas: np.ndarray, scales: np.ndarray, *, upper: bool = False) -> np.ndarray:
-    """F(x) (``upper=False``) or 1 - F(x) (``upper=True``) of MP(gammas[i], scales[i]) at the points of row i of the
-    2-D array ``x`` (validated parameters), all rows at once, each from one evaluation of the antiderivative G at
-    the points clipped to the support and at both ends: F = (G(x) - G(l-))/(2 pi gamma scale),
-    1 - F = (G(l+) - G(x))/(...).  The lower end is max(l-, tiny) so that gamma = 1 (l- = 0) stays finite."""
+def cdf_sf_rows(x: np.ndarray, gammas, scales, *, law: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(F(x), 1 - F(x)) of MP(gammas[k], scales[k]) at the points of the 2-D array ``x``, row i under law ``law[i]``
+    (default: law i; validated parameters), all rows at once.  The antiderivative G is evaluated once at each law's
+    ends and once at each point, clipped to the support: F = (G(x) - G(l-))/(2 pi gamma scale),
+    1 - F = (G(l+) - G(x))/(...), so the upper tail keeps its relative accuracy.  The lower end is max(l-, tiny) so
+    that gamma = 1 (l- = 0) stays finite."""
     gammas, scales = np.asarray(gammas, dtype=np.float64)[:, None], np.asarray(scales, dtype=np.float64)[:, None]
     r = np.sqrt(gammas)
     lo, hi = scales * (1.0 - r) ** 2, scales * (1.0 + r) ** 2
     floor = np.maximum(lo, _TINY)
-    g = _antiderivative(np.concatenate([floor, hi, np.minimum(np.maximum(x, floor), hi)], axis=1), lo, hi)
-    g_x = g[:, 2:]
-    mass = g[:, 1:2] - g_x if upper else g_x - g[:, :1]
-    val = np.minimum(np.maximum(mass / (2.0 * np.pi * gammas * scales), 0.0), 1.0)
-    below, above = (1.0, 0.0) if upper else (0.0, 1.0)
-    return np.where(x <= lo, below, np.where(x >= hi, above, val))
+    g_ends = _antiderivative(np.concatenate([floor, hi], axis=1), lo, hi)
+    g_lo, g_hi, norm = g_ends[:, :1], g_ends[:, 1:], 2.0 * np.pi * gammas * scales
+    if law is not None:
+        lo, hi, floor, g_lo, g_hi, norm = (a[law] for a in (lo, hi, floor, g_lo, g_hi, norm))
+    g_x = _antiderivative(np.minimum(np.maximum(x, floor), hi), lo, hi)
+    cdf = np.minimum(np.maximum((g_x - g_lo) / norm, 0.0), 1.0)
+    sf = np.minimum(np.maximum((g_hi - g_x) / norm, 0.0), 1.0)
+    return (np.where(x <= lo, 0.0, np.where(x >= hi, 1.0, cdf)),
+            np.where(x <= lo, 1.0, np.where(x >= hi, 0.0, sf)))
 
 
 def _probability(x, gamma: float, scale: float, where: str, upper: bool) -> np.ndarray:
-    """:func:`probability_rows` of one law at points of any shape, after checking them."""
+    """F (``upper=False``) or 1 - F (``upper=True``) of one law at points of any shape (:func:`cdf_sf_rows`), after
+    checking them."""
     xx = as_points(x, where)
     g, s = check_gamma(gamma, where), check_scale(scale, where)
-    return probability_rows(xx.reshape(1, -1), [g], [s], upper=upper).reshape(xx.shape)
+    return cdf_sf_rows(xx.reshape(1, -1), [g], [s])[1 if upper else 0].reshape(xx.shape)
 
 
 def mp_cdf(x, gamma: float, scale: float = 1.0) -> np.ndarray:
