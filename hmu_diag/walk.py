@@ -170,12 +170,18 @@ def _early_skip(record: TensorRecord) -> str | None:
     return None
 
 
+#: entries summed at a time by the finite check (:func:`_has_nonfinite`)
+_FINITE_CHUNK = 1 << 22
+
+
 def _has_nonfinite(t: torch.Tensor) -> bool:
     """True if any entry is NaN or +-Inf. A sum is finite if every entry is (NaN and Inf propagate); a sum that
     overflows is settled by the exact elementwise check, so the answer is always exact.  The sum runs in the
     tensor's own dtype (no converted copy) over 4M-entry chunks, and no full-size bool mask is allocated for the
     common all-finite case."""
-    if all(math.isfinite(c.sum().item()) for c in t.detach().reshape(-1).split(1 << 22)):
+    t = t.detach()
+    chunks = (t,) if t.numel() <= _FINITE_CHUNK else t.reshape(-1).split(_FINITE_CHUNK)
+    if all(math.isfinite(c.sum().item()) for c in chunks):
         return False
     return not bool(torch.isfinite(t).all())
 

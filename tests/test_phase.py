@@ -19,7 +19,8 @@ from hmu_diag import htmp
 from hmu_diag.fits.htmp import fit
 from hmu_diag.fits.mp import fit_mp
 from hmu_diag.fits.phase import PHASES, UNDETERMINED, classify_phase
-from hmu_diag.htmp_metrics import COLUMNS, htmp_metrics
+from hmu_diag.fits.powerlaw import fit_power_law
+from hmu_diag.htmp_metrics import COLUMNS, htmp_metrics, lower_tail_input
 
 GAMMA = 0.3255          # MiniAlexNet FC1, 1000 x 3072 (Fig. 2)
 
@@ -124,6 +125,18 @@ def test_htmp_metrics_columns_and_values():
     # measured lower tail: rho ~ lambda^(delta-1) near 0 <=> 1/lambda has upper-tail exponent 1 + delta (~3.1);
     # finite-size CSN fits underestimate it (htmp.md sec. 3.6), so only the ballpark is checked
     assert 1.8 < row["lower_alpha"] < 3.6 and 0 < row["lower_D"] < 0.1
+
+
+def test_lower_tail_is_fitted_within_the_smaller_half_of_the_eigenvalues():
+    """Unrestricted, the CSN fit of 1/lambda takes most of this spectrum as its "tail"; restricted, x_min lies in the
+    smaller half, and the result is the plain fit of 1/lambda of the ceil(n/2) smallest eigenvalues, in any order."""
+    ev = htmp.sample(1001, 0.5, 0.5, 1.0, rng=0)
+    assert fit_power_law(np.sort(1.0 / ev)).n_tail > 600                       # the case the restriction is for
+    row = htmp_metrics(np.random.default_rng(1).permutation(ev), 0.5)
+    ref = fit_power_law(1.0 / np.sort(ev)[:501])
+    assert row["lower_alpha"] == ref.alpha and row["lower_D"] == ref.D
+    assert lower_tail_input(ev).size == 501 and lower_tail_input(ev[:12]).size == 10
+    assert lower_tail_input(ev[:9]) is None
 
 
 def test_lower_alpha_on_a_known_power_law():

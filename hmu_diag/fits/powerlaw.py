@@ -629,6 +629,10 @@ def fit_power_law(
                     peak_window=peak_window)[0]
 
 
+#: what fit_power_law_many binds its options to (inspecting a signature costs ~0.1 ms a call)
+_FIT_SIGNATURE = inspect.signature(fit_power_law)
+
+
 def fit_power_law_many(evals_list: Sequence, **options: Any) -> list[PowerLawFit]:
     """:func:`fit_power_law` of each array of ``evals_list`` with the same ``options`` (its keyword arguments).
 
@@ -636,7 +640,7 @@ def fit_power_law_many(evals_list: Sequence, **options: Any) -> list[PowerLawFit
     per-call overhead, so the layers of a model fitted together cost little more than one - and each fit is the
     same, bit for bit, as ``fit_power_law(evals, **options)`` alone.
     """
-    bound = inspect.signature(fit_power_law).bind(None, **options)
+    bound = _FIT_SIGNATURE.bind(None, **options)
     bound.apply_defaults()
     del bound.arguments["evals"]
     return _fit_all(list(evals_list), **bound.arguments)

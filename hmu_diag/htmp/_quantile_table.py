@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import special as sp
 
-__all__ = ["cdf_sf", "build", "TABLE_PATH"]
+__all__ = ["cdf_sf", "cdf_sf_many", "log_quantile_many", "build", "TABLE_PATH"]
 
 TABLE_PATH = Path(__file__).with_name("data") / "htmp_quantiles.npz"
 LOG10_KAPPA = np.round(np.arange(-2.0, 2.3 + 1e-9, 0.1), 10)
@@ -101,28 +101,11 @@ def cdf_sf_many(x: np.ndarray, gammas, kappas) -> tuple[np.ndarray, np.ndarray, 
     defined at every level (no clamping question) are finished together; each row's result does not depend on the
     other rows."""
     x = np.asarray(x, dtype=np.float64)
-    gammas, kappas = np.asarray(gammas, dtype=np.float64), np.asarray(kappas, dtype=np.float64)
     F, Q = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
     ok = np.zeros(x.shape[0], dtype=bool)
-    table = _table()
-    if table is None or not x.shape[0]:
+    if _table() is None or not x.shape[0]:
         return F, Q, ok
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k_in, k0, wk = _stencils(np.log10(kappas), LOG10_KAPPA)
-        square = gammas == 1.0
-        g_in, g0, wg = _stencils(np.log10((1.0 - gammas) / gammas), V_GAMMA)
-    usable = k_in & (square | g_in)
-    log_q = np.full((gammas.size, LEVELS.size), np.nan)
-    four = np.arange(4)
-    rows = usable & ~square
-    if rows.any():                        # sum over the 4 x 4 nodes of w_gamma[i] w_kappa[j] log_q[i, j]
-        nodes = table[0][g0[rows][:, None, None] + four[None, :, None], k0[rows][:, None, None] + four[None, None, :]]
-        weights = (wg[rows][:, :, None] * wk[rows][:, None, :]).reshape(-1, 1, 16)
-        log_q[rows] = np.matmul(weights, nodes.reshape(weights.shape[0], 16, -1))[:, 0, :]
-    rows = usable & square
-    if rows.any():
-        nodes = table[1][k0[rows][:, None] + four[None, :]]
-        log_q[rows] = np.matmul(wk[rows][:, None, :], nodes)[:, 0, :]
+    log_q, usable = _log_quantile_curves(gammas, kappas)
     complete = usable & np.isfinite(log_q).all(axis=1)
     # rows with every level: clamping beyond +-16 (expit(-16) ~ 1e-7) is always within _CLAMP_TOL
     z = np.full(x.shape, np.nan)
@@ -138,6 +121,54 @@ def cdf_sf_many(x: np.ndarray, gammas, kappas) -> tuple[np.ndarray, np.ndarray, 
         if res is not None:
             F[i], Q[i], ok[i] = res[0], res[1], True
     return F, Q, ok
+
+
+def _log_quantile_curves(gammas, kappas, levels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(log x of HTMP(gammas[i], kappas[i]) at unit scale at the tabulated levels - all of them, or the indices
+    ``levels[i]`` (one row per law) -, usable[i]): the 4 x 4 node curves around (gamma, kappa) combined with cubic
+    Lagrange weights in (v, log10 kappa) (4 kappa nodes at gamma = 1); rows outside the table's domain (usable False)
+    are NaN."""
+    table = _table()
+    gammas, kappas = np.asarray(gammas, dtype=np.float64), np.asarray(kappas, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k_in, k0, wk = _stencils(np.log10(kappas), LOG10_KAPPA)
+        square = gammas == 1.0
+        g_in, g0, wg = _stencils(np.log10((1.0 - gammas) / gammas), V_GAMMA)
+    usable = k_in & (square | g_in)
+    log_q = np.full((gammas.size, LEVELS.size if levels is None else levels.shape[1]), np.nan)
+    four = np.arange(4)
+    rows = usable & ~square
+    if rows.any():                        # sum over the 4 x 4 nodes of w_gamma[i] w_kappa[j] log_q[i, j]
+        g_nodes, k_nodes = g0[rows][:, None, None] + four[None, :, None], k0[rows][:, None, None] + four[None, None, :]
+        nodes = (table[0][g_nodes, k_nodes] if levels is None
+                 else table[0][g_nodes[..., None], k_nodes[..., None], levels[rows][:, None, None, :]])
+        weights = (wg[rows][:, :, None] * wk[rows][:, None, :]).reshape(-1, 1, 16)
+        log_q[rows] = np.matmul(weights, nodes.reshape(weights.shape[0], 16, -1))[:, 0, :]
+    rows = usable & square
+    if rows.any():
+        k_nodes = k0[rows][:, None] + four[None, :]
+        nodes = table[1][k_nodes] if levels is None else table[1][k_nodes[..., None], levels[rows][:, None, :]]
+        log_q[rows] = np.matmul(wk[rows][:, None, :], nodes)[:, 0, :]
+    return log_q, usable
+
+
+def log_quantile_many(z: np.ndarray, gammas, kappas) -> np.ndarray:
+    """log x_p of HTMP(gammas[i], kappas[i]) at unit scale at the logit level z[i] = log(p/(1-p)) (p the CDF's
+    value), from the table: the combined node curve (:func:`cdf_sf_many`) at the two tabulated levels around z[i],
+    linear in z between them.  NaN where the table cannot answer (outside its domain, z outside [-16, 16], or a node
+    not built); the caller then evaluates the law."""
+    z = np.asarray(z, dtype=np.float64)
+    out = np.full(z.shape, np.nan)
+    if _table() is None or not z.size:
+        return out
+    step = (LEVELS[-1] - LEVELS[0]) / (LEVELS.size - 1)
+    inside = (z >= LEVELS[0]) & (z <= LEVELS[-1])
+    pos = np.where(inside, (z - LEVELS[0]) / step, 0.0)
+    first = np.minimum(pos.astype(np.intp), LEVELS.size - 2)           # pos >= 0: truncation = floor
+    log_q, usable = _log_quantile_curves(gammas, kappas, first[:, None] + np.arange(2))
+    frac = pos - first
+    value = log_q[:, 0] + frac * (log_q[:, 1] - log_q[:, 0])
+    return np.where(inside & usable, value, np.nan)
 
 
 def cdf_sf(x: np.ndarray, gamma: float, kappa: float) -> tuple[np.ndarray, np.ndarray] | None:
