@@ -3,7 +3,8 @@
 Inside fits (fit mode, :mod:`hmu_diag.htmp._accuracy`) the CDF only feeds KS distances, binned log-likelihoods and
 spike thresholds, so an absolute error below ``FIT_CDF_ATOL`` = 1e-4 suffices.  The exact evaluators cost 0.5-15 ms
 per call (four ``hyp1f1`` per point, or an ODE for square layers and near-integer delta); this table answers the
-same question with one small matrix product and one ``np.interp``.
+same question with one small matrix product and one ``np.interp`` (:func:`cdf_sf_many`), and gives the spike
+thresholds' upper quantiles directly (:func:`log_quantile_many`: two tabulated levels per law).
 
 Table (``data/htmp_quantiles.npz``, built by ``make htmp-table``, ~4 min on 2 cores): the
 unit-scale quantiles ``log x_p`` of HTMP(gamma, kappa) at the logit levels ``z = log(p/(1-p))`` in [-16, 16]

@@ -36,12 +36,13 @@ WEIGHT_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module
 OPTIMIZER_KEYS = frozenset({"optimizer", "optimizer_state", "optimizer_states", "optimizer_state_dict", "optim",
                             "lr_schedulers", "lr_scheduler", "scheduler", "scaler", "callbacks"})
 MOMENT_NAMES = frozenset({"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer"})
+_WRAPPERS = ("module.", "_orig_mod.")
 _WRAPPER_PREFIX = re.compile(r"^(?:module\.|_orig_mod\.)+")
 
 
 def clean_name(name: str) -> str:
     """Strip leading ``module.`` / ``_orig_mod.`` wrapper prefixes (any number, any order)."""
-    return _WRAPPER_PREFIX.sub("", name)
+    return _WRAPPER_PREFIX.sub("", name) if name.startswith(_WRAPPERS) else name
 
 
 _PARAMETRIZED_PART = re.compile(r"^(?:(?P<owner>.*)\.)?parametrizations\.(?P<tensor>[^.]+)\.")
@@ -97,7 +98,11 @@ def _flatten(obj: Any, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
             key = str(key)
             if key in OPTIMIZER_KEYS or key in MOMENT_NAMES:
                 continue
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else key)
+            name = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, torch.Tensor):           # the common case, without a nested generator
+                yield name, value
+            else:
+                yield from _flatten(value, name)
     elif isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
             yield from _flatten(value, f"{prefix}.{i}" if prefix else str(i))
