@@ -202,6 +202,33 @@ def test_spikes_are_excluded_and_reported():
     assert g.n_spikes == 0 and g.kappa < 0.9 * clean.kappa   # the outliers would fake a heavier tail
 
 
+def test_spike_rounds_never_readmit_so_they_cannot_cycle(monkeypatch):
+    """A zoo layer (square 128 x 128 fc2 of the weight-decay 2e-3 model) whose spike thresholds move back up: when
+    values below a raised threshold were re-admitted, the bulks cycled (116, 109, 113, 115, 116, ... of 127) and the
+    fit depended on where the round limit cut the cycle (kappa 0.20 direct after 6 rounds, 0.32 inverse after 20).
+    Excluded values now stay excluded: the rounds stop at the first bulk with nothing above its threshold, and more
+    rounds change nothing."""
+    from pathlib import Path
+
+    import hmu_diag.fits.htmp as htmp_fit
+    from hmu_diag.pipeline import compute_spectra
+
+    model = Path(__file__).resolve().parents[1] / "models_zoo/digits/weight_decay/wd2em03.safetensors"
+    spectrum = compute_spectra(str(model))[(model.name, "fc2")]
+    x, gamma = spectrum.nonzero, spectrum.gamma
+    fits = {}
+    for rounds in (6, 20):
+        monkeypatch.setattr(htmp_fit, "_MAX_SPIKE_ROUNDS", rounds)
+        fits[rounds] = fit(x, gamma)
+    assert fits[6] == fits[20]
+    assert fits[6].n_spikes > 0 and fits[6].ok
+    for side in ("direct", "inverse"):                   # each orientation's bulk: nothing above its own threshold
+        one = fit(x, gamma, side)
+        bulk = np.sort(x)[:x.size - one.n_spikes] if side == "direct" else np.sort(x)[one.n_spikes:]
+        again = fit(bulk, gamma, side)
+        assert again.n_spikes == 0 and again.kappa == pytest.approx(one.kappa, rel=1e-12)
+
+
 @pytest.mark.parametrize("gamma,kappa", [(0.33, 1.9), (1.0, 2.0), (0.8, 5.0)])
 def test_goodness_of_fit_matches_scipy_kstest(gamma, kappa):
     """D of the fit (fit mode: tabulated quantiles, CDF error < FIT_CDF_ATOL) equals scipy's KS statistic against
