@@ -19,6 +19,7 @@ class Segments:
         self.values = np.concatenate([*series, [1.0]]).astype(np.float64)
         #: position of each element inside its series (the sentinel: 0)
         self.position = np.append(np.arange(self.sizes.sum()) - np.repeat(self.starts, self.sizes), 0)
+        self._repeats = np.append(self.sizes, 1)          # each series' length, then the sentinel's
 
     def prefix_reduce(self, arrays: Sequence[np.ndarray], rows: np.ndarray, lengths: np.ndarray,
                       ufunc: np.ufunc = np.add) -> list[np.ndarray]:
@@ -29,7 +30,7 @@ class Segments:
 
     def per_element(self, per_series: np.ndarray, sentinel: float = 0.0) -> np.ndarray:
         """One value per series, repeated over its elements (``sentinel`` at the sentinel)."""
-        return np.repeat(np.append(per_series, sentinel), np.append(self.sizes, 1))
+        return np.repeat(np.append(per_series, sentinel), self._repeats)
 
 
 class RowCache:

@@ -211,25 +211,25 @@ def _roots_decreasing(g: np.ndarray, sd: np.ndarray, stats: np.ndarray, z: float
     f0, f1, f2, f3 = vals.ravel()[(base + first)[:, None] + np.arange(4)].T
     d1, c2, c3 = f1 - f0, (f2 - 2 * f1 + f0) / 2, (f3 - 3 * f2 + 3 * f1 - f0) / 6
     a, b = (k - 1 - first).astype(np.float64), (k - first).astype(np.float64)     # bracket in r
-    stencil = np.stack([f0, f1, f2, f3], axis=-1).ravel()
-    fa = stencil[4 * np.arange(k.size) + np.minimum(np.maximum(k - 1 - first, 0), 3)]
-    fb = stencil[4 * np.arange(k.size) + np.minimum(np.maximum(k - first, 0), 3)]
+    flat = vals.ravel()                                   # the stencil values at the bracket's ends
+    fa = flat[base + first + np.minimum(np.maximum(k - 1 - first, 0), 3)]
+    fb = flat[base + first + np.minimum(np.maximum(k - first, 0), 3)]
     # in a bracket fa > 0 >= fb throughout (halving keeps the signs), so fa - fb > 0; rows without a bracket
     # (no crossing, or at the grid's first point) compute garbage that is replaced below
-    previous = np.zeros(k.size, dtype=np.int8)           # +1: the last step moved a up, -1: b down, 0: none yet
+    moved_a = moved_b = np.zeros(k.size, dtype=bool)     # the last step moved a up / b down (neither before the first)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for _ in range(4):
             m = np.minimum(np.maximum(a + (b - a) * fa / (fa - fb), a), b)
             fm = f0 + m * (d1 + (m - 1) * (c2 + (m - 2) * c3))                   # the cubic at m
             up = fm > 0                                   # the root lies above m
             down = ~up
-            fb[up & (previous > 0)] *= 0.5                # Illinois: an end that stays twice in a row is halved
-            fa[down & (previous < 0)] *= 0.5
+            np.multiply(fb, 0.5, out=fb, where=up & moved_a)    # Illinois: an end that stays twice in a row is halved
+            np.multiply(fa, 0.5, out=fa, where=down & moved_b)
             np.copyto(a, m, where=up)
             np.copyto(fa, fm, where=up)
             np.copyto(b, m, where=down)
             np.copyto(fb, fm, where=down)
-            previous = up.astype(np.int8) * 2 - 1
+            moved_a, moved_b = up, down
         r = a + (b - a) * fa / (fa - fb)
     roots = np.exp(_U_GRID[first] + _U_STEP * r)
     return np.where(~crossed, math.inf, np.where(k == 0, KAPPA_MIN, roots)).reshape(-1, 3)

@@ -286,7 +286,7 @@ def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bo
     tables = _mp_unit_quantile_tables(distinct.tolist())
     element_group = series.per_element(group, -1)
     median = 0.5 * (values[starts + (sizes - 1) // 2] + values[starts + sizes // 2])
-    scale = median / np.array([np.interp(0.5, *tables[k]) for k in group.tolist()])
+    scale = median / np.array([np.interp(0.5, *table) for table in tables])[group]
     edge_per_scale = np.array([tw_threshold(1.0, g, per_matrix_count(x.size, n_dropped, n_matrices[i]), alpha=alpha,
                                             n_matrices=n_matrices[i]) if spikes else math.inf
                                for i, x, g, n_dropped in batch])
