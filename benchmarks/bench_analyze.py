@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import best_time, cold, gpt2_small_shaped, interleaved_times, ratio_summary  # noqa: E402
 from hmu_diag import analyze  # noqa: E402
 from hmu_diag.pipeline import AnalyzeOptions, iter_layers  # noqa: E402
-from hmu_diag.spectra.weights import weight_spectrum  # noqa: E402
+from hmu_diag.spectra.weights import lapack_path, weight_spectrum  # noqa: E402
 
 
 def mobilenet_v2_state_dict() -> dict:
@@ -60,8 +60,10 @@ def run_weightwatcher(model) -> object:
 
 
 def walked(model, conv: str) -> list:
-    """The (B, rows, cols) stacks hmu-diag analyses (walk done beforehand, not timed)."""
-    return [lm.matrices for _, lm in iter_layers(model, AnalyzeOptions(conv=conv)) if lm.skip_reason is None]
+    """The (B, rows, cols) stacks hmu-diag analyses (walk done beforehand, not timed), in the order its spectrum step
+    takes them (torch's before scipy's LAPACK: :func:`hmu_diag.spectra.weights.lapack_path`)."""
+    mats = [lm.matrices for _, lm in iter_layers(model, AnalyzeOptions(conv=conv)) if lm.skip_reason is None]
+    return sorted(mats, key=lapack_path)
 
 
 def torch_eig(mats: list) -> float:

@@ -20,7 +20,7 @@ from .load.reparam import effective_weights
 from .htmp_metrics import COLUMNS as HTMP_COLUMNS
 from .metrics import COLUMN_ORDER, esd_rows
 from .spectra.approx import tail_spectrum
-from .spectra.weights import Spectrum, resolve_dtype, weight_spectrum
+from .spectra.weights import Spectrum, lapack_path, resolve_dtype, weight_spectrum
 from .walk import LayerMatrix, walk
 
 IDENTITY_COLUMNS = ["model", "layer", "kind", "part", "param", "shape", "view", "source", "status"]
@@ -127,18 +127,21 @@ def _layer_row(model: str, lm: LayerMatrix, metrics: dict[str, Any]) -> dict[str
 
 def analyze_layers(layers: list[tuple[str, LayerMatrix]],
                    options: AnalyzeOptions) -> list[dict[str, Any] | TaskFailure]:
-    """The rows of several analysable layers ``(model, layer matrix)``: each layer's spectrum, then the metrics of
-    all of them by :func:`hmu_diag.metrics.esd_rows`, whose MP/HTMP fits run as one batch (a small layer's fits
-    cost numpy's per-call overhead, so a batch of them costs little more than one).  Every row is the same as that
-    layer's row alone.  A layer whose analysis raises gets a :class:`TaskFailure` in its place and the others are
+    """The rows of several analysable layers ``(model, layer matrix)``: each layer's spectrum (torch's before scipy's,
+    :func:`hmu_diag.spectra.weights.lapack_path`), then the metrics of all of them by
+    :func:`hmu_diag.metrics.esd_rows`, whose MP/HTMP fits run as one batch (a small layer's fits cost numpy's
+    per-call overhead, so a batch of them costs little more than one).  Every row is the same as that layer's row
+    alone.  A layer whose analysis raises gets a :class:`TaskFailure` in its place and the others are
     unaffected (a batch that raises is redone layer by layer)."""
     results: list[dict[str, Any] | TaskFailure | None] = [None] * len(layers)
     spectra: list[tuple[int, Spectrum]] = []
-    for position, (_, lm) in enumerate(layers):
+    # the spectra torch computes first, then those of scipy's LAPACK (see spectra.weights.lapack_path)
+    for position in sorted(range(len(layers)), key=lambda p: _lapack_spectrum(layers[p][1], options)):
         try:
-            spectra.append((position, layer_spectrum(lm, options)))
+            spectra.append((position, layer_spectrum(layers[position][1], options)))
         except Exception as exc:  # noqa: BLE001 -- one layer's failure is reported in its row
             results[position] = TaskFailure(position, type(exc).__name__, str(exc))
+    spectra.sort(key=lambda entry: entry[0])
 
     try:
         computed: list[dict[str, Any] | TaskFailure] = _metric_rows([spectrum for _, spectrum in spectra], options)
@@ -153,6 +156,11 @@ def analyze_layers(layers: list[tuple[str, LayerMatrix]],
         model, lm = layers[position]
         results[position] = metrics if isinstance(metrics, TaskFailure) else _layer_row(model, lm, metrics)
     return results
+
+
+def _lapack_spectrum(lm: LayerMatrix, options: AnalyzeOptions) -> bool:
+    """Whether :func:`layer_spectrum` computes this layer's ESD with scipy's LAPACK (not torch)."""
+    return options.spectrum != "approx" and lapack_path(lm.matrices, options.device)
 
 
 def layer_spectrum(lm: LayerMatrix, options: AnalyzeOptions) -> Spectrum:
