@@ -39,6 +39,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hmu_diag.errors import HmuDiagError, failed_status
+from hmu_diag.fits._values import positive_sorted
 from hmu_diag.fits.htmp import fit_many as htmp_fit_many
 from hmu_diag.fits.mp import fit_mp_many
 from hmu_diag.fits.phase import UNDETERMINED, classify_phase
@@ -156,11 +157,9 @@ def lower_tail_input(evals: np.ndarray) -> np.ndarray | None:
     well as or better than the unrestricted fit (e.g. gamma 0.8, kappa 1: 1.16 vs 1.17 for 1.12), and it scans half
     the x_min candidates over tails at most half as long.
     """
-    pos = evals[np.isfinite(evals) & (evals > 0)]
+    pos, _ = positive_sorted(evals)
     if pos.size < LOWER_TAIL_MIN:
         return None
-    if (pos[1:] < pos[:-1]).any():
-        pos = np.sort(pos)
     return 1.0 / pos[max((pos.size + 1) // 2, LOWER_TAIL_MIN) - 1::-1]
 
 

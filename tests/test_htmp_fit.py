@@ -398,19 +398,3 @@ def test_quantile_table_for_many_laws_equals_one_law_at_a_time():
             np.testing.assert_array_equal(q, alone[1])
             assert np.max(np.abs(f - htmp.cdf(x, gamma, kappa))) < FIT_CDF_ATOL      # the exact evaluator
     assert not ok[3] and not ok[4]                       # outside the table: gamma in (0.952, 1), kappa >= 200
-
-
-def test_interp_rows_is_numpy_interp_row_by_row():
-    """The spike thresholds interpolate all laws at once (_interp_rows); each row is numpy.interp's number exactly:
-    at nodes, between them, on flat and vertical stretches (tied nodes) and at both ends."""
-    from hmu_diag.fits.htmp import _interp_rows
-    rng = np.random.default_rng(11)
-    xp = np.sort(np.where(rng.random((4000, 10)) < 0.5, rng.uniform(-5, 5, (4000, 10)),
-                          np.round(rng.uniform(-3, 3, (4000, 10)))), axis=1)
-    fp = np.where(rng.random((4000, 1)) < 0.5, np.sort(rng.uniform(0, 10, (4000, 10)), axis=1),
-                  rng.uniform(0, 10, (4000, 10)))
-    fp[::7, 4] = fp[::7, 5]
-    at_node = xp[np.arange(4000), rng.integers(0, 10, 4000)]
-    x = np.where(rng.random(4000) < 0.3, at_node, rng.uniform(xp[:, 0], xp[:, -1]))
-    expected = np.array([np.interp(x[i], xp[i], fp[i]) for i in range(4000)])
-    np.testing.assert_array_equal(_interp_rows(x, xp, fp), expected)

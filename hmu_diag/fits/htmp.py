@@ -199,39 +199,17 @@ def _upper_thresholds(gammas: np.ndarray, kappas: np.ndarray, scales: np.ndarray
     exact = exact[~tabulated]
     if exact.size == 0:
         return out
-    grids = guess[exact, None] * _SF_GRID
+    grids = guess[exact, None] * _SF_GRID                # laws the table does not cover: log sf on a grid
     _, sf, evaluable = cdf_sf_many(grids, gamma[exact], kappa[exact], scale[exact])
     with np.errstate(divide="ignore"):
         log_sf = np.log(sf)
     target = log_target[exact]
-    # the common case, all together: every sf positive and decreasing along the grid, the target inside its range
-    simple = evaluable & np.isfinite(log_sf).all(axis=1) & (np.diff(log_sf, axis=1) <= 0).all(axis=1)
-    inside = simple & (log_sf[:, 0] >= target) & (target >= log_sf[:, -1])
-    out[rows[exact[inside]]] = _interp_rows(-target[inside], -log_sf[inside], grids[inside])
-    for k in np.flatnonzero(evaluable & ~simple).tolist():      # not evaluable within the fit's limits: not here
-        ok = np.isfinite(log_sf[k])                               # (the Gamma-tail quantile stays)
+    for k in np.flatnonzero(evaluable).tolist():          # not evaluable within the fit's limits: the guess stays
+        ok = np.isfinite(log_sf[k])
         if ok.sum() < 2 or not (log_sf[k][ok][0] >= target[k] >= log_sf[k][ok][-1]):
             continue
         out[rows[exact[k]]] = float(np.interp(-target[k], -log_sf[k][ok], grids[k][ok]))
     return out
-
-
-def _interp_rows(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    """``numpy.interp(x[i], xp[i], fp[i])`` for every row at once, for rows of non-decreasing ``xp`` with
-    xp[i, 0] <= x[i] <= xp[i, -1]: the same arithmetic as numpy's (the slope of the bracketing segment, from its left
-    end; from its right end if that gives NaN; the node's own value at a node), so the same numbers."""
-    m = xp.shape[1]
-    r = np.arange(x.size)
-    j = (xp <= x[:, None]).sum(axis=1) - 1                    # the last node at or left of x
-    left = np.minimum(j, m - 2)
-    x0, x1, y0, y1 = xp[r, left], xp[r, left + 1], fp[r, left], fp[r, left + 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope = (y1 - y0) / (x1 - x0)
-        value = slope * (x - x0) + y0
-        from_right = slope * (x - x1) + y1
-    value = np.where(np.isnan(value), np.where(np.isnan(from_right) & (y0 == y1), y0, from_right), value)
-    node = np.minimum(j, m - 1)
-    return np.where((j >= m - 1) | (xp[r, node] == x), fp[r, node], value)
 
 
 def _refine(y: np.ndarray, gamma: float, kappa0: float, lo: float, hi: float, method: str) -> float:

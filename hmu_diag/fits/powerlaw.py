@@ -425,8 +425,7 @@ def _no_candidate_reason(x: np.ndarray, lo: float, hi: float, truncated: bool) -
     if not truncated and log_span <= _FLAT_LOG_SPAN and 1.0 + 1.0 / log_span >= hi:
         return (f"the values span only a factor 1 + {math.expm1(log_span):.2g}, so every candidate tail has alpha >= "
                 f"1 + 1/ln(max/min) = {1.0 + 1.0 / log_span:.4g}, above alpha_range's upper end {hi:g} (a nearly "
-                "flat spectrum, "
-                "e.g. of an orthogonal matrix)")
+                "flat spectrum, e.g. of an orthogonal matrix)")
     return f"no x_min candidate gives alpha in ({lo:g}, {hi:g})"
 
 
@@ -654,10 +653,11 @@ def _fit_all(evals_list: list, *, xmin, xmax, fix_fingers, alpha_range, xmin_ran
         raise OptionError(f"n_boot={n_boot!r}: must be a non-negative integer")
     settings = _Settings(lo=lo, hi=hi, xmin=xmin, xmax=xmax, min_tail=min_tail, method=method, estimator=estimator,
                          fix_fingers=fix_fingers)
+    given = None if xmin_range is None else (float(xmin_range[0]), float(xmin_range[1]))
     items = []
     for evals in evals_list:
         x, n_dropped = positive_sorted(evals)
-        window = None if xmin_range is None else (float(xmin_range[0]), float(xmin_range[1]))
+        window = given
         if fix_fingers == "xmin_peak" and x.size:
             p = esd_peak(x)
             window = (peak_window[0] * p, peak_window[1] * p)
