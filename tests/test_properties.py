@@ -253,3 +253,16 @@ def test_positive_sorted_is_the_sorted_positive_finite_values(data):
         x, dropped = positive_sorted(values)
         np.testing.assert_array_equal(x, np.sort(values[keep]))
         assert dropped == values.size - keep.sum() and x.dtype == np.float64
+
+
+@FIT_SETTINGS
+@given(st.lists(any_floats, min_size=1, max_size=5))
+def test_positive_sorted_many_cleans_each_array_as_alone(arrays):
+    """The batched form (one vectorised pass recognises the arrays that need no cleaning) gives, for each array and
+    its sorted and reversed forms, what positive_sorted gives that array alone."""
+    from hmu_diag.fits._values import positive_sorted, positive_sorted_many
+    batch = [form for data in arrays for form in (data, np.sort(data), np.sort(data)[::-1])]
+    for (x, dropped), values in zip(positive_sorted_many(batch), batch):
+        alone, alone_dropped = positive_sorted(values)
+        np.testing.assert_array_equal(x, alone)
+        assert dropped == alone_dropped and x.dtype == np.float64

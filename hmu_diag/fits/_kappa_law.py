@@ -6,7 +6,8 @@
   terms exact for near-square layers);
 * :func:`_ratio_mean`, :func:`_ratio_sd`: the same for the second-moment statistic R = mean(lambda^2)/mean(lambda)^2;
 * :func:`kappa_from_stats`: kappa and its score-band CI from either statistic, for many spectra in one vectorised
-  pass (tables of g_n on a log-kappa grid, cached per (gamma, n), and a vectorised root search);
+  pass (tables of g_n on a log-kappa grid, cached per (gamma, n), whose Euler-Maclaurin end terms depend on gamma
+  only and are cached per gamma, and a vectorised root search);
   :func:`kappa_moments` is the one-spectrum form.
 """
 from __future__ import annotations
@@ -87,9 +88,18 @@ def _polygammas(orders: tuple[int, ...], x) -> list[np.ndarray]:
     return out
 
 
-def _digamma_trigamma_sums(x0: np.ndarray, step: np.ndarray, n) -> tuple[np.ndarray, np.ndarray]:
+def _end_terms(x_end) -> np.ndarray:
+    """(lnGamma, psi, psi', psi'') at ``x_end``, stacked on a new first axis: what the Euler-Maclaurin sums of
+    :func:`_digamma_trigamma_sums` need at their last argument."""
+    x = np.asarray(x_end, dtype=np.float64)
+    tg, p2 = _polygammas((1, 2), x)
+    return np.stack([special.gammaln(x), special.digamma(x), tg, p2])
+
+
+def _digamma_trigamma_sums(x0: np.ndarray, step: np.ndarray, n, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sum psi(x_j), sum psi'(x_j)) over x_j = x0 + j step, j = 0..n-1, elementwise over arrays x0, step and n
-    (broadcast together; n integer >= 1).
+    (broadcast together; n integer >= 1), given ``end`` = :func:`_end_terms` at the last argument x_{n-1} (broadcast
+    to them along its last axes).
 
     Euler-Maclaurin, sum_{j=a}^{b} h(j) = int_a^b h + (h(a) + h(b))/2 + (h'(b) - h'(a))/12 + R with
     int psi(x0 + u step) du = lnGamma/step, has remainder R ~ (step/x_a)^3/720 relative, below 1e-6 once
@@ -101,55 +111,57 @@ def _digamma_trigamma_sums(x0: np.ndarray, step: np.ndarray, n) -> tuple[np.ndar
     """
     x0, step, n = np.broadcast_arrays(np.asarray(x0, dtype=np.float64), np.asarray(step, dtype=np.float64),
                                       np.asarray(n, dtype=np.float64))
+    end = np.broadcast_to(end, (4,) + x0.shape)
     far = (n > _EM_HEAD) & (x0 >= _EM_HEAD * step)
     if far.all() or not far.any():
-        return _sums(x0, step, n, 0 if far.all() else _EM_HEAD)
+        return _sums(x0, step, n, end, 0 if far.all() else _EM_HEAD)
     s0, s1 = np.empty(n.shape), np.empty(n.shape)
-    s0[far], s1[far] = _sums(x0[far], step[far], n[far], 0)
-    s0[~far], s1[~far] = _sums(x0[~far], step[~far], n[~far], _EM_HEAD)
+    s0[far], s1[far] = _sums(x0[far], step[far], n[far], end[:, far], 0)
+    s0[~far], s1[~far] = _sums(x0[~far], step[~far], n[~far], end[:, ~far], _EM_HEAD)
     return s0, s1
 
 
-def _sums(x0: np.ndarray, step: np.ndarray, n: np.ndarray, head: int) -> tuple[np.ndarray, np.ndarray]:
+def _sums(x0: np.ndarray, step: np.ndarray, n: np.ndarray, end: np.ndarray, head: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_digamma_trigamma_sums` with the first ``head`` terms exact and Euler-Maclaurin over j = head..n-1
-    (where n > head); every element is evaluated at the same head + 2 points j = 0..head-1, head, n-1 (head terms
-    j >= n and, for n <= head, the Euler-Maclaurin part are masked out)."""
-    exact = np.arange(head, dtype=np.float64)
-    j = np.concatenate([np.broadcast_to(exact, n.shape + exact.shape), np.full(n.shape + (1,), float(head)),
-                        (n - 1.0)[..., None]], axis=-1)          # + the first and last Euler-Maclaurin points
+    (where n > head); every element is evaluated at the same head + 1 points j = 0..head (head terms j >= n and, for
+    n <= head, the Euler-Maclaurin part are masked out), the last point's terms come in ``end``."""
+    j = np.arange(head + 1, dtype=np.float64)             # the exact terms, then the first Euler-Maclaurin point
     xs = x0[..., None] + step[..., None] * j
     dg = special.digamma(xs)
-    if head == 0:                                 # every point is an Euler-Maclaurin end: both orders at once
+    if head == 0:                                         # the one point is the first Euler-Maclaurin end
         tg, p2 = _polygammas((1, 2), xs)
+        p2_a = p2[..., 0]
     else:
         tg = _polygamma(1, xs)
-    in_head = exact < n[..., None]
+    in_head = j[:head] < n[..., None]
     s0 = np.where(in_head, dg[..., :head], 0.0).sum(axis=-1)
     s1 = np.where(in_head, tg[..., :head], 0.0).sum(axis=-1)
     tail = n > head
     if not tail.any():
         return s0, s1
-    ends = xs[..., head:]
     if head:
-        p2 = _polygamma(2, ends)
-    lg = special.gammaln(ends)
-    e, f = head, head + 1
-    em0 = ((lg[..., 1] - lg[..., 0]) / step + 0.5 * (dg[..., e] + dg[..., f]) + step / 12.0 * (tg[..., f] - tg[..., e]))
-    em1 = ((dg[..., f] - dg[..., e]) / step + 0.5 * (tg[..., e] + tg[..., f]) + step / 12.0 * (p2[..., 1] - p2[..., 0]))
+        p2_a = _polygamma(2, xs[..., head])
+    lg_a, dg_a, tg_a = special.gammaln(xs[..., head]), dg[..., head], tg[..., head]
+    lg_b, dg_b, tg_b, p2_b = end
+    em0 = (lg_b - lg_a) / step + 0.5 * (dg_a + dg_b) + step / 12.0 * (tg_b - tg_a)
+    em1 = (dg_b - dg_a) / step + 0.5 * (tg_a + tg_b) + step / 12.0 * (p2_b - p2_a)
     return s0 + np.where(tail, em0, 0.0), s1 + np.where(tail, em1, 0.0)
 
 
-def log_stat_moments(kappa, gamma, n) -> tuple[np.ndarray, np.ndarray]:
+def log_stat_moments(kappa, gamma, n, end_terms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(g_n(kappa), Var_n(kappa)): mean and variance of L = log mean(lambda) - mean(log lambda) under finite-n HTMP.
 
     Vectorised over ``kappa`` (finite, > 0), ``gamma`` and ``n`` (broadcast together); formulas in
-    :mod:`hmu_diag.fits.htmp`'s docstring.
+    :mod:`hmu_diag.fits.htmp`'s docstring.  The sums run over k_i/2 = x_end - (i-1) kappa/(2n), x_end =
+    kappa/(2 gamma), which does not depend on n: ``end_terms`` = :func:`_end_terms` of x_end, when the caller has
+    them (the moment tables share them among all n of one gamma).
     """
     kappa = np.asarray(kappa, dtype=np.float64)
     gamma, n = np.asarray(gamma, dtype=np.float64), np.asarray(n, dtype=np.float64)
     step = kappa / (2.0 * n)
-    x0 = kappa / (2.0 * gamma) - step * (n - 1)          # smallest k_i / 2
-    s0, s1 = _digamma_trigamma_sums(x0, step, n)
+    x_end = kappa / (2.0 * gamma)                        # largest k_i / 2
+    x0 = x_end - step * (n - 1)                          # smallest k_i / 2
+    s0, s1 = _digamma_trigamma_sums(x0, step, n, _end_terms(x_end) if end_terms is None else end_terms)
     mean = np.log(kappa / gamma) - s0 / n - math.log(2.0)
     var = np.maximum(s1 / n**2 - 2.0 * gamma / (n * kappa), 0.0)
     return mean, var
@@ -165,10 +177,20 @@ _U_GRID = np.linspace(math.log(KAPPA_MIN), math.log(KAPPA_SEARCH_MAX), 121)
 _U_STEP = float(_U_GRID[1] - _U_GRID[0])
 
 
+def _end_rows(gammas: list[float]) -> np.ndarray:
+    """:func:`_end_terms` at x_end = exp(_U_GRID)/(2 gamma) for each gamma: an array (gammas, 4, grid)."""
+    return _end_terms(np.exp(_U_GRID) / (2.0 * np.array(gammas, dtype=np.float64)[:, None])).transpose(1, 0, 2)
+
+
+#: the end terms of the moment tables, cached per gamma: every n of one gamma shares them
+_end_term_rows = RowCache(_end_rows)
+
+
 def _table_rows(pairs: list[tuple[float, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(g_n, sd_n) of :func:`log_stat_moments` on ``exp(_U_GRID)`` for each (gamma, n) pair, in one vectorised call."""
     gammas, ns = (np.array(v, dtype=np.float64)[:, None] for v in zip(*pairs))
-    mean, var = log_stat_moments(np.exp(_U_GRID), gammas, ns)
+    end = np.stack(_end_term_rows(gammas[:, 0].tolist()), axis=1)          # (4, pairs, grid)
+    mean, var = log_stat_moments(np.exp(_U_GRID), gammas, ns, end)
     return list(zip(mean, np.sqrt(var)))
 
 

@@ -1,6 +1,8 @@
 """The values every fit starts from: the positive finite entries of an array, sorted, and how many others there were."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -16,3 +18,22 @@ def positive_sorted(values) -> tuple[np.ndarray, int]:
         return x, 0
     keep = np.isfinite(x) & (x > 0)
     return np.sort(x[keep]), int(x.size - np.count_nonzero(keep))
+
+
+def positive_sorted_many(values_list: Sequence) -> list[tuple[np.ndarray, int]]:
+    """:func:`positive_sorted` of each entry.  The entries that already are sorted positive finite float64 arrays (a
+    model's spectra as the pipeline hands them over) are recognised in one vectorised pass over all of them and
+    returned without a copy; the others are cleaned one by one."""
+    arrays = [np.asarray(v, dtype=np.float64).ravel() for v in values_list]
+    sizes = np.array([a.size for a in arrays], dtype=np.intp)
+    clean = np.zeros(len(arrays), dtype=bool)
+    filled = np.flatnonzero(sizes > 0)
+    if filled.size:
+        flat = np.concatenate([arrays[i] for i in filled.tolist()])
+        ends = np.cumsum(sizes[filled])
+        starts = ends - sizes[filled]
+        rising = np.ones(flat.size, dtype=bool)           # each value >= its predecessor (False for NaN)
+        np.greater_equal(flat[1:], flat[:-1], out=rising[1:])
+        rising[starts] = True                             # a series' first value has no predecessor
+        clean[filled] = (flat[starts] > 0) & (flat[ends - 1] < np.inf) & np.logical_and.reduceat(rising, starts)
+    return [(a, 0) if ok else positive_sorted(a) for a, ok in zip(arrays, clean.tolist())]

@@ -70,7 +70,8 @@ on all spectra and both orientations together - prefix sums give any bulk's stat
 (gamma, n) pairs are computed in one vectorised call, the roots, thresholds and the tabulated CDF are vectorised over
 the laws - so that the per-call overhead of numpy, which is what a small layer's fit costs, is paid once per batch.
 Each result is computed element by element and equals the fit of that spectrum alone (:func:`fit` is
-``fit_many`` of one spectrum; tested bit for bit).
+``fit_many`` of one spectrum; tested bit for bit).  After the first spike round, the series still peeling evaluate
+several candidate bulks per batch (:func:`_fit_orientations`), which gives the same fits in fewer batches.
 
 Orientation: ``"direct"`` fits lambda ~ HTMP; ``"inverse"`` fits 1/lambda ~ HTMP (kernels: NTK, CK, Gauss-Newton;
 htmp.md sec. 2.3); ``"auto"`` fits both and keeps the smaller KS distance D.  Tail predictions (htmp.md sec. 3.6):
@@ -93,7 +94,7 @@ from hmu_diag.fits._batch import Segments
 from hmu_diag.fits._kappa_law import (KAPPA_MIN, kappa_from_stats, kappa_moments, log_stat_moments, log_stat_mp,
                                       moment_statistics, statistic_name)
 from hmu_diag.fits._result import FitStatus
-from hmu_diag.fits.mp import (MPFit, bin_rows, binned_loglik_rows, clean_evals, fit_mp_many, ks_distance, ks_rows,
+from hmu_diag.fits.mp import (MPFit, bin_rows, binned_loglik_rows, clean_many, fit_mp_many, ks_distance, ks_rows,
                               per_matrix_count, tw_threshold)
 from hmu_diag.htmp import cdf as htmp_cdf
 from hmu_diag.htmp import logpdf as htmp_logpdf
@@ -107,6 +108,8 @@ __all__ = ["HTMPFit", "fit", "fit_many", "kappa_moments", "log_stat_moments", "l
 
 KAPPA_MP_EQUIV = 200.0         # a CI reaching this: kappa reported as inf (indistinguishable from MP)
 _MAX_SPIKE_ROUNDS = 6          # fit / exclude outliers rounds (stops as soon as the bulk is unchanged)
+_SPECULATIVE_ROWS = 32         # candidate bulks per batch of spike rounds, shared by the series still peeling
+_RESCALE_BELOW = 1e-100        # a bulk this far below its series' top gets its moments on its own scale
 _N_KS_POINTS = 64              # order statistics at which the HTMP CDF is evaluated for D (module docstring)
 _N_BINS = 32                   # equal-count bins of the binned log-likelihood (hmu_diag.fits.mp.bins)
 _SF_GRID = np.geomspace(0.5, 4.0, 10)    # multiples of the Gamma-tail guess where the exact sf refines a threshold
@@ -178,8 +181,8 @@ def _upper_thresholds(gammas: np.ndarray, kappas: np.ndarray, scales: np.ndarray
     """
     out = np.empty(gammas.size)
     mp_like = kappas >= KAPPA_MP_EQUIV
-    for i in np.flatnonzero(mp_like).tolist():
-        out[i] = tw_threshold(float(scales[i]), float(gammas[i]), int(n_pers[i]), alpha=alpha)
+    if mp_like.any():
+        out[mp_like] = tw_threshold(scales[mp_like], gammas[mp_like], n_pers[mp_like], alpha=alpha)
     rows = np.flatnonzero(~mp_like)
     if rows.size == 0:
         return out
@@ -233,16 +236,17 @@ def _refine(y: np.ndarray, gamma: float, kappa0: float, lo: float, hi: float, me
 
 
 @dataclass(frozen=True)
-class _OneFit:
-    kappa: float
-    lo: float
-    hi: float
-    scale: float
-    statistic: str
+class _SeriesFits:
+    """:func:`_fit_orientations`' fits of many series, one entry per series: kappa, its band (lo, hi), scale, the KS
+    distance D and binned log-likelihood of the bulk, and the bulk's size (its first ``bulk`` values)."""
+
+    kappa: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    scale: np.ndarray
+    D: np.ndarray
+    loglik: np.ndarray
     bulk: np.ndarray
-    n_spikes: int
-    D: float
-    loglik: float
 
 
 def _scaled(series: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -253,43 +257,88 @@ def _scaled(series: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     return top, x, np.log(x), x * x
 
 
+def _bulk_moments(series: Segments, scaled: tuple[np.ndarray, ...], rows: np.ndarray,
+                  lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, mean log, mean square) of x = y/c over the bulk y[:lengths[k]] of series ``rows[k]``, and c: prefix sums
+    of :func:`_scaled`'s arrays (c = the series' largest value).  A bulk whose largest value lies below
+    ``_RESCALE_BELOW`` of it (spikes spanning hundreds of decades, e.g. 1/lambda of a square HTMP sample) would lose
+    its squares or means to underflow: its moments are recomputed with c = its own largest value."""
+    top, x, log_x, x_sq = scaled
+    sums = series.prefix_reduce([x, log_x, x_sq], rows, lengths)
+    m1, mean_log, mean_sq = (total / lengths for total in sums)
+    c = top[rows]
+    ends = series.starts[rows] + lengths
+    for k in np.flatnonzero(x[ends - 1] < _RESCALE_BELOW).tolist():
+        y = series.values[series.starts[rows[k]]:ends[k]]
+        c[k] = y[-1]
+        rel = y / c[k]
+        m1[k], mean_log[k], mean_sq[k] = np.mean(rel), np.mean(np.log(y) - math.log(c[k])), np.mean(rel * rel)
+    return m1, mean_log, mean_sq, c
+
+
+def _count_at_most(series: Segments, rows: np.ndarray, lengths: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """How many of the first ``lengths[k]`` values of series ``rows[k]`` are <= ``thresholds[k]`` (lengths >= 1)."""
+    ends = np.cumsum(lengths)
+    element = np.arange(ends[-1]) + np.repeat(series.starts[rows] - (ends - lengths), lengths)
+    below = series.values[element] <= np.repeat(thresholds, lengths)
+    return np.add.reduceat(below, ends - lengths, dtype=np.intp)
+
+
 def _fit_orientations(ys: list[np.ndarray], gammas: np.ndarray, n_pers: np.ndarray, *, spikes: bool, alpha: float,
-                      level: float, method: str) -> list[_OneFit]:
+                      level: float, method: str) -> _SeriesFits:
     """Fit HTMP to each sorted positive series ``ys[i]`` (one orientation each), excluding outliers above the fitted
-    law; all series go through the spike rounds together, each leaving as soon as its bulk no longer changes."""
+    law; all series go through the spike rounds together, each leaving as soon as its bulk no longer changes.
+
+    A round maps a bulk size b to the size F(b) of the part of y[:b] at or below the threshold of the law fitted to
+    y[:b].  After the first round the series still peeling share ``_SPECULATIVE_ROWS`` rows: each evaluates F at
+    b, b - 1, ..., b - w + 1 in one batch and follows b -> F(b) -> F(F(b)) -> ... for as long as the chain stays
+    among them, so that a series that peels a few values per round needs one batch for several rounds.  Every row
+    is computed element by element, so this gives exactly the fits of one round at a time, in fewer numpy calls."""
     series = Segments(ys)
-    top, x, log_x, x_sq = _scaled(series)
-    sizes = series.sizes
-    bulk = sizes.copy()
+    scaled = _scaled(series)
+    bulk = series.sizes.copy()
     kappa, lo, hi, scale = (np.empty(len(ys)) for _ in range(4))
+    fitted = np.zeros(len(ys), dtype=np.intp)             # rounds fitted per series
+    rounds = _MAX_SPIKE_ROUNDS if spikes else 1
     active = np.arange(len(ys))
-    for rnd in range(_MAX_SPIKE_ROUNDS):
-        b = bulk[active]
-        sum_x, sum_log, sum_sq = series.prefix_reduce([x, log_x, x_sq], active, b)
-        m1 = sum_x / b
-        k, kl, kh = kappa_from_stats(moment_statistics(m1, sum_log / b, sum_sq / b, gammas[active]), gammas[active],
-                                     b, level=level)
-        if method != "moments":
-            k = np.array([_refine(ys[i][:bulk[i]], float(gammas[i]), float(k[j]), float(kl[j]), float(kh[j]), method)
-                          for j, i in enumerate(active.tolist())])
-        kappa[active], lo[active], hi[active], scale[active] = k, kl, kh, m1 * top[active]
-        if not spikes or rnd == _MAX_SPIKE_ROUNDS - 1:
-            break
-        thr = np.full(len(ys), -np.inf)
-        thr[active] = _upper_thresholds(gammas[active], np.where(kh < KAPPA_MP_EQUIV, k, math.inf), scale[active], b,
-                                        n_pers[active], alpha, series.values[series.starts[active] + b - 1])
-        below = (series.values <= series.per_element(thr, -np.inf)).astype(np.float64)
-        # counted within the bulk: an excluded value stays excluded, even where the threshold moves back up
-        keep = np.maximum(series.prefix_reduce([below], active, b)[0].astype(np.intp), 10)
-        moved = keep != b
-        bulk[active] = keep
-        active = active[moved]
-        if active.size == 0:
-            break
+    width = np.ones(len(ys), dtype=np.intp)               # candidate bulks per series in the next batch
+    while active.size:
+        w = width[active]
+        first = np.cumsum(w) - w                          # each series' first row
+        rows = np.repeat(active, w)
+        lengths = bulk[rows] - (np.arange(rows.size) - np.repeat(first, w))
+        m1, mean_log, mean_sq, c = _bulk_moments(series, scaled, rows, lengths)
+        k, kl, kh = kappa_from_stats(moment_statistics(m1, mean_log, mean_sq, gammas[rows]), gammas[rows], lengths,
+                                     level=level)
+        if method != "moments":                           # one row per series (width 1)
+            k = np.array([_refine(ys[i][:b], float(gammas[i]), float(k[j]), float(kl[j]), float(kh[j]), method)
+                          for j, (i, b) in enumerate(zip(rows.tolist(), lengths.tolist()))])
+        row_scale = m1 * c
+        keep = lengths.copy()                             # F(b); a series' last round keeps its bulk
+        test = np.flatnonzero(fitted[rows] + 1 < rounds)
+        if test.size:
+            r, b = rows[test], lengths[test]
+            thr = _upper_thresholds(gammas[r], np.where(kh[test] < KAPPA_MP_EQUIV, k[test], math.inf),
+                                    row_scale[test], b, n_pers[r], alpha, series.values[series.starts[r] + b - 1])
+            # counted within the bulk: an excluded value stays excluded, even where the threshold moves back up
+            keep[test] = np.maximum(_count_at_most(series, r, b, thr), 10)
+        going = np.zeros(active.size, dtype=bool)         # moved past its candidates: another batch
+        step = np.zeros(active.size, dtype=np.intp)       # candidate index along each chain
+        live = np.arange(active.size)
+        while live.size:
+            s, r = active[live], first[live] + step[live]
+            kappa[s], lo[s], hi[s], scale[s] = k[r], kl[r], kh[r], row_scale[r]
+            fitted[s] += 1
+            moved = (keep[r] != lengths[r]) & (fitted[s] < rounds)
+            bulk[s[moved]] = keep[r[moved]]
+            step[live] += lengths[r] - keep[r]
+            going[live[moved & (step[live] >= w[live])]] = True
+            live = live[moved & (step[live] < w[live])]
+        active = active[going]
+        share = max(_SPECULATIVE_ROWS // max(active.size, 1), 1) if method == "moments" else 1
+        width[active] = np.where(fitted[active] + 1 < rounds, np.minimum(share, bulk[active] - 9), 1)
     D, loglik = _goodness_of_fit(series, bulk, gammas, np.where(hi >= KAPPA_MP_EQUIV, math.inf, kappa), scale)
-    return [_OneFit(float(kappa[i]), float(lo[i]), float(hi[i]), float(scale[i]), statistic_name(float(gammas[i])),
-                    y[:n], y.size - n, float(D[i]), float(loglik[i]))
-            for i, (y, n) in enumerate(zip(ys, bulk.tolist()))]
+    return _SeriesFits(kappa, lo, hi, scale, D, loglik, bulk)
 
 
 def _goodness_of_fit(series: Segments, bulk: np.ndarray, gammas: np.ndarray, kappas: np.ndarray,
@@ -313,15 +362,14 @@ def _goodness_of_fit(series: Segments, bulk: np.ndarray, gammas: np.ndarray, kap
     return np.where(evaluable, D, math.nan), np.where(evaluable, loglik, math.nan)
 
 
-def _bootstrap_ci(one: _OneFit, gamma: float, *, n_boot: int, seed: int, level: float,
+def _bootstrap_ci(kappa: float, scale: float, n: int, gamma: float, *, n_boot: int, seed: int, level: float,
                   method: str) -> tuple[float, float]:
-    """Percentile interval of kappa refitted to ``n_boot`` samples of the fitted law (:func:`hmu_diag.htmp.sample`)."""
+    """Percentile interval of kappa refitted to ``n_boot`` samples of n values of the fitted law HTMP(gamma, kappa,
+    scale) (:func:`hmu_diag.htmp.sample`)."""
     rng = np.random.default_rng(seed)
-    kappa = one.kappa if one.hi < KAPPA_MP_EQUIV else math.inf
-    n = one.bulk.size
     est = np.empty(n_boot)
     for b in range(n_boot):
-        y = htmp_sample(n, gamma, kappa, one.scale, rng=rng)
+        y = htmp_sample(n, gamma, kappa, scale, rng=rng)
         y = y[y > 0]
         k, lo, hi, _ = kappa_moments(y, gamma, level=level)
         est[b] = _refine(y, gamma, k, lo, hi, method) if method != "moments" else k
@@ -402,9 +450,8 @@ def fit_many(evals_list: Sequence, gammas: Sequence[float], orientation: Orienta
     ci_name = "bootstrap" if ci == "bootstrap" else "asymptotic"
     results: list[HTMPFit | None] = [None] * count
     batch = []                            # (index, cleaned values, gamma, n_dropped)
-    for i, (evals, gamma) in enumerate(zip(evals_list, gammas)):
+    for i, (gamma, (x, n_dropped)) in enumerate(zip(gammas, clean_many(evals_list, "htmp.fit"))):
         g = check_gamma(gamma, "htmp.fit")
-        x, n_dropped = clean_evals(evals, "htmp.fit")
         if x.size < 10:
             results[i] = _failed(g, f"fewer than 10 positive eigenvalues ({x.size})", x.size, n_dropped, ci_name, level)
         elif x[-1] <= x[0] * (1.0 + 1e-9):
@@ -436,24 +483,29 @@ def _fit_batch(batch: list[tuple[int, np.ndarray, float, int]], orientation: str
             series.append(x if side == "direct" else (1.0 / x)[::-1])     # x ascending: 1/x descending
             gammas.append(g)
             n_pers.append(n_per)
-    ones = _fit_orientations(series, np.array(gammas), np.array(n_pers), spikes=spikes, alpha=alpha, level=level,
+    fits = _fit_orientations(series, np.array(gammas), np.array(n_pers), spikes=spikes, alpha=alpha, level=level,
                              method=method)
+    D = fits.D.reshape(len(batch), len(sides))
+    # the smaller D wins (a NaN D loses; a tie: the first side); one row per spectrum from here on
+    pick = np.argmin(np.where(np.isfinite(D), D, np.inf), axis=1)
+    row = np.arange(len(batch)) * len(sides) + pick
+    kappas, los, his, scales, Ds, logliks, bulks = (getattr(fits, name)[row].tolist() for name in
+                                                    ("kappa", "lo", "hi", "scale", "D", "loglik", "bulk"))
+    picks = pick.tolist()
     out = []
     for j, (i, x, g, n_dropped) in enumerate(batch):
         mp = fitted_mp.get(j, mps[i])
-        fits = dict(zip(sides, ones[j * len(sides):(j + 1) * len(sides)]))
-        best = min(fits, key=lambda o: (not math.isfinite(fits[o].D), fits[o].D))
-        one = fits[best]
-        lo, hi = one.lo, one.hi
+        kappa, lo, hi = kappas[j], los[j], his[j]
         if ci == "bootstrap":
-            lo, hi = _bootstrap_ci(one, g, n_boot=n_boot, seed=seed, level=level, method=method)
-        kappa = one.kappa
+            lo, hi = _bootstrap_ci(kappa if hi < KAPPA_MP_EQUIV else math.inf, scales[j], bulks[j], g, n_boot=n_boot,
+                                   seed=seed, level=level, method=method)
         if hi >= KAPPA_MP_EQUIV or kappa >= KAPPA_MP_EQUIV:
             kappa, hi = math.inf, math.inf
         delta = kappa * (1.0 - g) / (2.0 * g) if g < 1.0 else 0.0
-        out.append(HTMPFit(kappa=kappa, kappa_lo=lo, kappa_hi=hi, ci_method=f"{ci} ({one.statistic})", ci_level=level,
-                           scale=one.scale, gamma=g, orientation=best, delta=delta, pred_lower_exp=delta - 1.0,
-                           pred_alpha=1.0 + delta, D=one.D, loglik=one.loglik, n_spikes=one.n_spikes, mp_D=mp.D,
-                           mp_loglik=mp.loglik, n=x.size, n_dropped=n_dropped, statistic=one.statistic,
-                           method=method))
+        statistic = statistic_name(g)
+        out.append(HTMPFit(kappa=kappa, kappa_lo=lo, kappa_hi=hi, ci_method=f"{ci} ({statistic})", ci_level=level,
+                           scale=scales[j], gamma=g, orientation=sides[picks[j]], delta=delta,
+                           pred_lower_exp=delta - 1.0, pred_alpha=1.0 + delta, D=Ds[j], loglik=logliks[j],
+                           n_spikes=x.size - bulks[j], mp_D=mp.D, mp_loglik=mp.loglik, n=x.size, n_dropped=n_dropped,
+                           statistic=statistic, method=method))
     return out

@@ -38,13 +38,14 @@ from scipy import special
 from hmu_diag.errors import OptionError
 from hmu_diag.fits._batch import RowCache, Segments
 from hmu_diag.fits._result import FitStatus
-from hmu_diag.fits._values import positive_sorted
+from hmu_diag.fits._values import positive_sorted, positive_sorted_many
 from hmu_diag.htmp._checks import check_gamma
 from hmu_diag.htmp.mp import cdf_sf_rows
 
 __all__ = ["MPFit", "fit_mp", "fit_mp_many", "per_matrix_count", "tw1_quantile", "tw_threshold", "ks_distance", "bins",
-           "binned_loglik", "clean_evals"]
+           "binned_loglik", "clean_evals", "clean_many"]
 
+ArrayOrFloat = float | np.ndarray | Sequence[float]
 _CHIANI_K, _CHIANI_THETA, _CHIANI_SHIFT = 46.446, 0.186054, 9.84801
 _QGRID = 1025          # points of the tabulated MP(gamma, 1) CDF used to invert it
 
@@ -96,6 +97,17 @@ def clean_evals(evals, where: str) -> tuple[np.ndarray, int]:
         raise OptionError(f"{where}: evals must be an array of real numbers, got {type(evals).__name__}") from None
 
 
+def clean_many(evals_list: Sequence, where: str) -> list[tuple[np.ndarray, int]]:
+    """:func:`clean_evals` of each entry, the spectra that need no cleaning recognised in one pass
+    (:func:`hmu_diag.fits._values.positive_sorted_many`)."""
+    try:
+        return positive_sorted_many(evals_list)
+    except (TypeError, ValueError):
+        for evals in evals_list:              # the first entry that is not an array of numbers raises with its type
+            clean_evals(evals, where)
+        raise
+
+
 @functools.lru_cache(maxsize=64)
 def tw1_quantile(level: float) -> float:
     """Quantile of the Tracy-Widom law for the real case (TW1), Chiani's shifted-Gamma approximation.
@@ -111,19 +123,24 @@ def per_matrix_count(n: int, n_dropped: int, n_matrices: int) -> int:
     return max(int(round((n + n_dropped) / max(int(n_matrices), 1))), 1)
 
 
-def tw_threshold(scale: float, gamma: float, m: int, *, alpha: float = 0.01, n_matrices: int = 1) -> float:
+def tw_threshold(scale: ArrayOrFloat, gamma: ArrayOrFloat, m: ArrayOrFloat, *, alpha: float = 0.01,
+                 n_matrices: ArrayOrFloat = 1) -> ArrayOrFloat:
     """Largest eigenvalue of ``n_matrices`` white Wishart Grams exceeds this with probability ~``alpha``.
 
     Johnstone (Ann. Statist. 29 (2001), Thm 1.1) centring ``mu = (sqrt(N-1) + sqrt(M))^2`` and scaling
     ``s = (sqrt(N-1) + sqrt(M)) (1/sqrt(N-1) + 1/sqrt(M))^(1/3)`` for an M x N (M <= N = M/gamma) matrix of
     entries with variance ``scale/N``: threshold = (scale/N) (mu + s q), q = TW1 quantile at (1-alpha)^(1/n_matrices).
+    Vectorised over ``scale``, ``gamma``, ``m`` and ``n_matrices`` (broadcast together; a float for scalars).
     """
-    n_big = max(m / gamma, m + 1.0)
-    a, b = math.sqrt(n_big - 1.0), math.sqrt(m)
+    m = np.asarray(m, dtype=np.float64)
+    n_big = np.maximum(m / gamma, m + 1.0)
+    a, b = np.sqrt(n_big - 1.0), np.sqrt(m)
     mu = (a + b) ** 2
     s = (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0)
-    q = tw1_quantile((1.0 - alpha) ** (1.0 / max(int(n_matrices), 1)))
-    return scale / n_big * (mu + s * q)
+    counts, which = np.unique(np.maximum(np.asarray(n_matrices, dtype=np.int64), 1), return_inverse=True)
+    q = np.array([tw1_quantile((1.0 - alpha) ** (1.0 / c)) for c in counts.tolist()])[which]
+    out = scale / n_big * (mu + s * q)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def ks_distance(cdf_values: np.ndarray, n: int, ranks: np.ndarray | None = None) -> float:
@@ -259,9 +276,8 @@ def fit_mp_many(evals_list: Sequence, gammas: Sequence[float], *, spikes: bool =
         raise OptionError("fit_mp_many: evals_list, gammas and n_matrices must have one entry per spectrum")
     results: list[MPFit | None] = [None] * count
     batch = []
-    for i, (evals, gamma) in enumerate(zip(evals_list, gammas)):
+    for i, (gamma, (x, n_dropped)) in enumerate(zip(gammas, clean_many(evals_list, "fit_mp"))):
         g = check_gamma(gamma, "fit_mp")
-        x, n_dropped = clean_evals(evals, "fit_mp")
         if x.size < 5:
             results[i] = _failed(g, f"fewer than 5 positive eigenvalues ({x.size})", x.size, n_dropped)
         elif x[-1] <= x[0] * (1.0 + 1e-12):
@@ -287,9 +303,9 @@ def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bo
     element_group = series.per_element(group, -1)
     median = 0.5 * (values[starts + (sizes - 1) // 2] + values[starts + sizes // 2])
     scale = median / np.array([np.interp(0.5, *table) for table in tables])[group]
-    edge_per_scale = np.array([tw_threshold(1.0, g, per_matrix_count(x.size, n_dropped, n_matrices[i]), alpha=alpha,
-                                            n_matrices=n_matrices[i]) if spikes else math.inf
-                               for i, x, g, n_dropped in batch])
+    per_matrix = [per_matrix_count(x.size, n_dropped, n_matrices[i]) for i, x, _, n_dropped in batch]
+    edge_per_scale = (tw_threshold(1.0, gammas, per_matrix, alpha=alpha, n_matrices=[n_matrices[i] for i, *_ in batch])
+                      if spikes else np.full(len(batch), math.inf))
     n_bulk = sizes.copy()
     iterations = np.zeros(len(batch), dtype=int)
     active = np.arange(len(batch))
