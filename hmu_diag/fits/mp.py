@@ -137,8 +137,12 @@ def tw_threshold(scale: ArrayOrFloat, gamma: ArrayOrFloat, m: ArrayOrFloat, *, a
     a, b = np.sqrt(n_big - 1.0), np.sqrt(m)
     mu = (a + b) ** 2
     s = (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0)
-    counts, which = np.unique(np.maximum(np.asarray(n_matrices, dtype=np.int64), 1), return_inverse=True)
-    q = np.array([tw1_quantile((1.0 - alpha) ** (1.0 / c)) for c in counts.tolist()])[which]
+    counts = np.maximum(np.asarray(n_matrices, dtype=np.int64), 1)
+    if counts.ndim == 0:
+        q = tw1_quantile((1.0 - alpha) ** (1.0 / int(counts)))
+    else:                                  # one quantile per distinct count
+        counts, which = np.unique(counts, return_inverse=True)
+        q = np.array([tw1_quantile((1.0 - alpha) ** (1.0 / c)) for c in counts.tolist()])[which]
     out = scale / n_big * (mu + s * q)
     return float(out) if np.ndim(out) == 0 else out
 
