@@ -114,8 +114,8 @@ def cdf_sf_many(x: np.ndarray, gammas, kappas) -> tuple[np.ndarray, np.ndarray, 
     falling = ~(np.diff(curves, axis=1) >= 0).all(axis=1)      # the running maximum changes only these rows
     if falling.any():
         curves[falling] = np.maximum.accumulate(curves[falling], axis=1)
-    for i, curve in zip(np.flatnonzero(complete).tolist(), curves):
-        z[i] = np.interp(np.log(x[i]), curve, LEVELS)
+    for i, log_x, curve in zip(np.flatnonzero(complete).tolist(), np.log(x[complete]), curves):
+        z[i] = np.interp(log_x, curve, LEVELS)
     F[complete], Q[complete], ok[complete] = sp.expit(z[complete]), sp.expit(-z[complete]), True
     for i in np.flatnonzero(usable & ~complete).tolist():
         res = _from_levels(x[i], log_q[i])
