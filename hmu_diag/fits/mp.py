@@ -305,6 +305,7 @@ def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bo
     distinct, group = np.unique(gammas, return_inverse=True)       # one quantile table per gamma
     tables = _mp_unit_quantile_tables(distinct.tolist())
     element_group = series.per_element(group, -1)
+    members = [np.flatnonzero(element_group == k) for k in range(distinct.size)]      # each table's elements
     median = 0.5 * (values[starts + (sizes - 1) // 2] + values[starts + sizes // 2])
     scale = median / np.array([np.interp(0.5, *table) for table in tables])[group]
     per_matrix = [per_matrix_count(x.size, n_dropped, n_matrices[i]) for i, x, _, n_dropped in batch]
@@ -329,9 +330,8 @@ def _fit_mp_batch(batch: list[tuple[int, np.ndarray, float, int]], *, spikes: bo
         # least squares through the origin on the MP(gamma, 1) quantiles at levels (i + 1/2)/n_bulk
         levels = (series.position + 0.5) / series.per_element(n_bulk, 1.0)
         q = np.zeros(values.size)
-        for k in np.unique(group[active]).tolist():
-            members = element_group == k
-            q[members] = np.interp(levels[members], *tables[k])
+        for k in sorted(set(group[active].tolist())):
+            q[members[k]] = np.interp(levels[members[k]], *tables[k])
         sum_qx, sum_qq = series.prefix_reduce([q * values, q * q], active, new_bulk)
         scale[active] = sum_qx / sum_qq
     return _mp_results(batch, series, gammas, n_bulk, scale, edge_per_scale, iterations, n_bins)
