@@ -112,8 +112,9 @@ _SPECULATIVE_ROWS = 32         # candidate bulks per batch of spike rounds, shar
 _RESCALE_BELOW = 1e-100        # a bulk this far below its series' top gets its moments on its own scale
 _N_KS_POINTS = 64              # order statistics at which the HTMP CDF is evaluated for D (module docstring)
 _N_BINS = 32                   # equal-count bins of the binned log-likelihood (hmu_diag.fits.mp.bins)
-_SF_GRID = np.geomspace(0.5, 4.0, 10)    # multiples of the Gamma-tail guess where the exact sf refines a threshold
 _GUESS_LOWER_BOUND = 0.5                 # the exact threshold is at least this times the guess (measured >= 0.75)
+#: multiples of the Gamma-tail guess where the exact sf refines a threshold (it lies within [0.75, 1] times the guess)
+_SF_GRID = np.geomspace(_GUESS_LOWER_BOUND, 1.1, 12)
 
 Orientation = Literal["direct", "inverse", "auto"]
 
@@ -179,8 +180,9 @@ def _upper_thresholds(gammas: np.ndarray, kappas: np.ndarray, scales: np.ndarray
     within 0.03% relative).  Elsewhere the quantile of the Gamma-type upper tail (htmp.md sec. 3.6, shape s + a =
     kappa(1+gamma)/(2 gamma), rate theta = kappa/(2 gamma scale)) bounds it from above: the exact quantile lies
     within [0.75, 1] times it (measured with the exact law over gamma 0.005-1, kappa 0.005-190, n 10-10^4), so it
-    is refined (log sf interpolated on a geometric grid around it) only where ``y_max`` exceeds
-    ``_GUESS_LOWER_BOUND`` times it, and stays otherwise.  (Taking this bound for the threshold wherever y_max lay
+    is refined (log sf, evaluated in fit mode, interpolated linearly in log x on a geometric grid below it: sf at
+    the result within ~10% of alpha/n) only where ``y_max`` exceeds ``_GUESS_LOWER_BOUND`` times it, and stays
+    otherwise.  (Taking this bound for the threshold wherever y_max lay
     below it, as before, let values between the two pass as bulk: up to 3 of 64 in a MobileNetV2 layer.)
     """
     out = np.empty(gammas.size)
@@ -215,7 +217,7 @@ def _upper_thresholds(gammas: np.ndarray, kappas: np.ndarray, scales: np.ndarray
         ok = np.isfinite(log_sf[k])
         if ok.sum() < 2 or not (log_sf[k][ok][0] >= target[k] >= log_sf[k][ok][-1]):
             continue
-        out[rows[exact[k]]] = float(np.interp(-target[k], -log_sf[k][ok], grids[k][ok]))
+        out[rows[exact[k]]] = math.exp(float(np.interp(-target[k], -log_sf[k][ok], np.log(grids[k][ok]))))
     return out
 
 
