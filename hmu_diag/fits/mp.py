@@ -47,7 +47,9 @@ __all__ = ["MPFit", "fit_mp", "fit_mp_many", "per_matrix_count", "tw1_quantile",
 
 ArrayOrFloat = float | np.ndarray | Sequence[float]
 _CHIANI_K, _CHIANI_THETA, _CHIANI_SHIFT = 46.446, 0.186054, 9.84801
-_QGRID = 1025          # points of the tabulated MP(gamma, 1) CDF used to invert it
+#: points of the tabulated MP(gamma, 1) CDF that is inverted by interpolation: quantiles within 1e-5 absolute (the
+#: mean is 1; measured against brentq on the closed form at gamma 0.01-1; 1025 points: 2.4e-6, 1.1x the cost)
+_QGRID = 513
 
 
 @dataclass(frozen=True)
