@@ -50,7 +50,7 @@ from hmu_diag.fits._ks_scan import ks_argmins, ks_distances
 from hmu_diag.fits._nelder_mead import nelder_mead_1d
 from hmu_diag.fits._result import FitStatus
 from hmu_diag.fits._truncated import truncated_mle, truncated_stderr
-from hmu_diag.fits._values import positive_sorted
+from hmu_diag.fits._values import positive_sorted, positive_sorted_many
 
 __all__ = [
     "PowerLawFit", "PowerLawScan", "LikelihoodRatio", "fit_power_law", "fit_power_law_many", "fit_power_law_ww",
@@ -655,8 +655,7 @@ def _fit_all(evals_list: list, *, xmin, xmax, fix_fingers, alpha_range, xmin_ran
                          fix_fingers=fix_fingers)
     given = None if xmin_range is None else (float(xmin_range[0]), float(xmin_range[1]))
     items = []
-    for evals in evals_list:
-        x, n_dropped = positive_sorted(evals)
+    for x, n_dropped in positive_sorted_many(evals_list):
         window = given
         if fix_fingers == "xmin_peak" and x.size:
             p = esd_peak(x)
