@@ -58,8 +58,8 @@ absolute instead of 1e-10, from tabulated quantiles where the table covers (gamm
 near-integer delta instead of ODE + mpmath).  mpmath (the last resort
 for start values of extreme parameters, e.g. gamma ~ 5e-4 where delta ~ 5e4) runs under ``FIT_MPMATH_LIMITS``; where
 the law cannot be evaluated within them, kappa and its CI (which need no evaluation of the law) are still reported,
-D and loglik of that orientation are NaN, the spike cutoff falls back to the Gamma-tail quantile and an ML/KS
-refinement keeps the moment estimate.
+D and loglik of that orientation are NaN, the spike cutoff falls back to the Gamma-tail quantile (which lies up to
+25% above the exact one, so fewer values count as spikes) and an ML/KS refinement keeps the moment estimate.
 
 Goodness of fit: ``D`` is the KS distance of the bulk evaluated at 64 evenly spaced order statistics (all of them
 for n <= 64; a lower bound within ~1/64 of the full sup, which keeps the cost of the HTMP CDF fixed; CDF error
