@@ -16,6 +16,11 @@ def positive_sorted(values) -> tuple[np.ndarray, int]:
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size and x[0] > 0 and x[-1] < np.inf and (x.size == 1 or bool(np.all(x[1:] >= x[:-1]))):
         return x, 0
+    return _cleaned(x)
+
+
+def _cleaned(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`positive_sorted` of a 1-D float64 array that needs cleaning: drop, then sort."""
     keep = np.isfinite(x) & (x > 0)
     return np.sort(x[keep]), int(x.size - np.count_nonzero(keep))
 
@@ -36,4 +41,4 @@ def positive_sorted_many(values_list: Sequence) -> list[tuple[np.ndarray, int]]:
         np.greater_equal(flat[1:], flat[:-1], out=rising[1:])
         rising[starts] = True                             # a series' first value has no predecessor
         clean[filled] = (flat[starts] > 0) & (flat[ends - 1] < np.inf) & np.logical_and.reduceat(rising, starts)
-    return [(a, 0) if ok else positive_sorted(a) for a, ok in zip(arrays, clean.tolist())]
+    return [(a, 0) if ok else _cleaned(a) for a, ok in zip(arrays, clean.tolist())]
